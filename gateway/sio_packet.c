@@ -1,0 +1,228 @@
+#include "gateway/sio_packet.h"
+
+#include <string.h>
+
+static const char *const reserved[] = {"connect",       "connect_error",  "disconnect",
+                                       "disconnecting", "newListener",    "removeListener"};
+
+bool sio_reserved_event(const char *name)
+{
+    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
+        if (!strcmp(name, reserved[i]))
+            return true;
+    return false;
+}
+
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* The payload shapes the reference parser accepts per type. */
+static bool payload_valid(enum sio_type type, const cJSON *j)
+{
+    switch (type) {
+    case SIO_CONNECT:
+        return cJSON_IsObject(j);
+    case SIO_DISCONNECT:
+        return false; /* DISCONNECT carries no payload */
+    case SIO_CONNECT_ERROR:
+        return cJSON_IsString(j) || cJSON_IsObject(j);
+    case SIO_EVENT:
+    case SIO_BINARY_EVENT: {
+        if (!cJSON_IsArray(j) || !j->child)
+            return false;
+        const cJSON *first = j->child;
+        if (cJSON_IsNumber(first))
+            return true;
+        return cJSON_IsString(first) && !sio_reserved_event(first->valuestring);
+    }
+    case SIO_ACK:
+    case SIO_BINARY_ACK:
+        return cJSON_IsArray(j);
+    }
+    return false;
+}
+
+int sio_decode(const char *buf, size_t len, sio_packet *out)
+{
+    size_t i = 0;
+    memset(out, 0, sizeof *out);
+    out->ack_id = -1;
+    out->nsp = "/";
+    out->nsp_len = 1;
+    if (len == 0)
+        return SIO_ERR_EMPTY;
+    if (buf[0] < '0' || buf[0] > '6')
+        return SIO_ERR_TYPE;
+    out->type = (enum sio_type)(buf[0] - '0');
+    i = 1;
+
+    if (out->type == SIO_BINARY_EVENT || out->type == SIO_BINARY_ACK) {
+        size_t start = i;
+        int n = 0;
+        while (i < len && is_digit(buf[i])) {
+            n = n * 10 + (buf[i] - '0');
+            if (n > SIO_MAX_ATTACHMENTS)
+                return SIO_ERR_ATTACHMENTS;
+            i++;
+        }
+        if (i == start || i >= len || buf[i] != '-')
+            return SIO_ERR_ATTACHMENTS;
+        out->attachments = n;
+        i++;
+    }
+
+    if (i < len && buf[i] == '/') {
+        size_t start = i;
+        while (i < len && buf[i] != ',')
+            i++;
+        out->nsp = buf + start;
+        out->nsp_len = i - start;
+        if (i < len)
+            i++; /* the comma */
+    }
+
+    if (i < len && is_digit(buf[i])) {
+        int64_t id = 0;
+        int digits = 0;
+        while (i < len && is_digit(buf[i])) {
+            if (++digits > 15)
+                return SIO_ERR_ACK_ID;
+            id = id * 10 + (buf[i] - '0');
+            i++;
+        }
+        out->ack_id = id;
+    }
+
+    if (i < len) {
+        const char *end = NULL;
+        cJSON *j = cJSON_ParseWithLengthOpts(buf + i, len - i, &end, false);
+        if (!j)
+            return SIO_ERR_JSON;
+        /* The whole rest must be the JSON value (trailing whitespace allowed). */
+        while (end < buf + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
+            end++;
+        if (end != buf + len) {
+            cJSON_Delete(j);
+            return SIO_ERR_JSON;
+        }
+        if (!payload_valid(out->type, j)) {
+            cJSON_Delete(j);
+            return SIO_ERR_PAYLOAD;
+        }
+        out->json = j;
+        out->data = buf + i;
+        out->data_len = len - i;
+    } else if (out->type == SIO_EVENT || out->type == SIO_BINARY_EVENT || out->type == SIO_ACK ||
+               out->type == SIO_BINARY_ACK || out->type == SIO_CONNECT_ERROR) {
+        return SIO_ERR_PAYLOAD; /* these need a payload */
+    }
+    if (out->type == SIO_BINARY_EVENT || out->type == SIO_BINARY_ACK) {
+        if (sio_count_placeholders(out->json, out->attachments) < 0) {
+            sio_packet_clear(out);
+            return SIO_ERR_ATTACHMENTS;
+        }
+    }
+    return SIO_OK;
+}
+
+void sio_packet_clear(sio_packet *p)
+{
+    cJSON_Delete(p->json);
+    p->json = NULL;
+}
+
+void sio_encode_header(buf_t *out, enum sio_type type, const char *nsp, int attachments,
+                       int64_t ack_id)
+{
+    buf_putc(out, (char)('0' + type));
+    if (type == SIO_BINARY_EVENT || type == SIO_BINARY_ACK)
+        buf_printf(out, "%d-", attachments);
+    if (nsp && strcmp(nsp, "/") != 0) {
+        buf_puts(out, nsp);
+        buf_putc(out, ',');
+    }
+    if (ack_id >= 0)
+        buf_printf(out, "%lld", (long long)ack_id);
+}
+
+static size_t skip_ws(const char *d, size_t len, size_t i)
+{
+    while (i < len && (d[i] == ' ' || d[i] == '\t' || d[i] == '\n' || d[i] == '\r'))
+        i++;
+    return i;
+}
+
+int sio_skip_first_element(const char *data, size_t len, size_t *after)
+{
+    size_t i = skip_ws(data, len, 0);
+    if (i >= len || data[i] != '[')
+        return -1;
+    i = skip_ws(data, len, i + 1);
+    if (i >= len)
+        return -1;
+    if (data[i] == '"') {
+        for (i++; i < len && data[i] != '"'; i++)
+            if (data[i] == '\\')
+                i++;
+        if (i >= len)
+            return -1;
+        i++;
+    } else if (data[i] == '-' || is_digit(data[i])) {
+        while (i < len && (is_digit(data[i]) || strchr("+-.eE", data[i])))
+            i++;
+    } else {
+        return -1;
+    }
+    i = skip_ws(data, len, i);
+    if (i >= len || (data[i] != ',' && data[i] != ']'))
+        return -1;
+    *after = i;
+    return 0;
+}
+
+static int count_rec(const cJSON *j, int attachments, int depth)
+{
+    if (!j || depth > 64)
+        return depth > 64 ? -1 : 0;
+    if (cJSON_IsObject(j)) {
+        const cJSON *ph = cJSON_GetObjectItemCaseSensitive(j, "_placeholder");
+        if (cJSON_IsTrue(ph)) {
+            const cJSON *num = cJSON_GetObjectItemCaseSensitive(j, "num");
+            if (!cJSON_IsNumber(num) || num->valuedouble < 0 || num->valuedouble >= attachments ||
+                num->valuedouble != (double)num->valueint)
+                return -1;
+            return 1;
+        }
+    }
+    int total = 0;
+    if (cJSON_IsObject(j) || cJSON_IsArray(j)) {
+        for (const cJSON *c = j->child; c; c = c->next) {
+            int n = count_rec(c, attachments, depth + 1);
+            if (n < 0)
+                return -1;
+            total += n;
+        }
+    }
+    return total;
+}
+
+int sio_count_placeholders(const cJSON *json, int attachments)
+{
+    return count_rec(json, attachments, 0);
+}
+
+const char *sio_strerror(int status)
+{
+    switch (status) {
+    case SIO_OK: return "ok";
+    case SIO_ERR_EMPTY: return "empty packet";
+    case SIO_ERR_TYPE: return "unknown packet type";
+    case SIO_ERR_ATTACHMENTS: return "illegal attachments";
+    case SIO_ERR_ACK_ID: return "invalid ack id";
+    case SIO_ERR_JSON: return "invalid JSON payload";
+    case SIO_ERR_PAYLOAD: return "invalid payload for packet type";
+    }
+    return "unknown error";
+}
