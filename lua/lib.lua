@@ -1,0 +1,138 @@
+-- lib.lua: helpers shared by every chatd script. The loader (store/keys.c,
+-- rk_script_source) prepends this file to each script before SCRIPT LOAD, so
+-- every script is self-contained once loaded. Only local functions here.
+--
+-- Conventions for all scripts:
+--   * KEYS holds every fixed key the script touches; keys derived at run time
+--     (entry hashes of other chats, per-skill-set zsets) are built from the
+--     org prefix "chat:{org}:" passed in ARGV and share its {org} hash tag, so
+--     they hash to the same Redis Cluster slot as KEYS[1].
+--   * Numbers going to redis.call are formatted with fmt_int: Lua 5.1 turns a
+--     number into a string with "%.14g", which would round queue scores.
+--   * Time comes from Redis TIME (one clock for every node).
+
+local function fmt_int(n)
+    return string.format('%.0f', n)
+end
+
+local function now_ms()
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- "b,a,,b" -> {"a","b"} (sorted, unique, empty items dropped)
+local function split_skills(s)
+    local seen, out = {}, {}
+    if s == nil then return out end
+    for item in string.gmatch(s, '[^,]+') do
+        if not seen[item] then
+            seen[item] = true
+            out[#out + 1] = item
+        end
+    end
+    table.sort(out)
+    return out
+end
+
+local function skills_sig(list)
+    return table.concat(list, ',')
+end
+
+-- Queue score: priority band (9 = first) then enqueue time in ms. Both are
+-- exact integers below 2^53 (band width 1e13 ms = until the year 2286).
+local PRIO_BAND = 10000000000000
+
+local function queue_score(priority, enqueued_ms)
+    return (9 - priority) * PRIO_BAND + enqueued_ms
+end
+
+local function clamp_priority(p)
+    p = math.floor(tonumber(p) or 0)
+    if p < 0 then p = 0 end
+    if p > 9 then p = 9 end
+    return p
+end
+
+-- zset member: zero-padded per-org sequence + ':' + chat id, so equal scores
+-- (same priority, same millisecond) still sort in enqueue order.
+local function member_chat(member)
+    local i = string.find(member, ':', 1, true)
+    if i == nil then return member end
+    return string.sub(member, i + 1)
+end
+
+-- Agents that are online, not away and below capacity.
+-- status: hash identity ("agent:SUB") -> online|away
+-- load / max: hashes SUB -> count / max_chats (default 3)
+local function available_agents(status_key, load_key, max_key)
+    local flat = redis.call('HGETALL', status_key)
+    local n = 0
+    for i = 1, #flat, 2 do
+        local ident, st = flat[i], flat[i + 1]
+        if st == 'online' and string.sub(ident, 1, 6) == 'agent:' then
+            local sub = string.sub(ident, 7)
+            local load = tonumber(redis.call('HGET', load_key, sub)) or 0
+            local max = tonumber(redis.call('HGET', max_key, sub)) or 3
+            if load < max then n = n + 1 end
+        end
+    end
+    return n
+end
+
+local function avg_handle(aht_key, default_s)
+    local v = tonumber(redis.call('GET', aht_key))
+    if v == nil then v = tonumber(default_s) or 300 end
+    return v
+end
+
+-- ETA = ceil(position / max(available, 1)) * avgHandleTimeSeconds
+local function eta_seconds(position, available, avg)
+    if position <= 0 then return 0 end
+    if available < 1 then available = 1 end
+    return math.ceil(math.ceil(position / available) * avg)
+end
+
+local function entry_key(prefix, chat) return prefix .. 'qentry:' .. chat end
+local function sig_key(prefix, sig) return prefix .. 'qsig:' .. sig end
+
+-- Removes a queued chat (entry hash + both zsets). Returns the entry as a
+-- table (field -> value) or nil when the chat was not queued.
+local function queue_remove(prefix, queue_key, sigs_key, chat)
+    local ek = entry_key(prefix, chat)
+    local flat = redis.call('HGETALL', ek)
+    if #flat == 0 then return nil end
+    local e = {}
+    for i = 1, #flat, 2 do e[flat[i]] = flat[i + 1] end
+    redis.call('ZREM', queue_key, e.member)
+    local sk = sig_key(prefix, e.sig or '')
+    redis.call('ZREM', sk, e.member)
+    if redis.call('ZCARD', sk) == 0 then redis.call('SREM', sigs_key, e.sig or '') end
+    redis.call('DEL', ek)
+    return e
+end
+
+-- Inserts a chat into the queue. enq_ms/member may be given to keep the
+-- original order (transfer); otherwise a new sequence number is drawn.
+local function queue_insert(prefix, queue_key, sigs_key, seq_key, chat, priority, skills_csv,
+                            enq_ms, member, preview)
+    local list = split_skills(skills_csv)
+    local sig = skills_sig(list)
+    if member == nil or member == '' then
+        local seq = redis.call('INCR', seq_key)
+        member = string.format('%012d', seq) .. ':' .. chat
+    end
+    local score = fmt_int(queue_score(priority, enq_ms))
+    redis.call('ZADD', queue_key, score, member)
+    redis.call('ZADD', sig_key(prefix, sig), score, member)
+    redis.call('SADD', sigs_key, sig)
+    redis.call('HSET', entry_key(prefix, chat), 'chat', chat, 'member', member, 'skills', sig,
+        'sig', sig, 'priority', tostring(priority), 'enqueuedAt', fmt_int(enq_ms),
+        'preview', preview or '')
+    return member
+end
+
+local function queue_position(queue_key, member)
+    local r = redis.call('ZRANK', queue_key, member)
+    if r == false or r == nil then return 0 end
+    return r + 1
+end
