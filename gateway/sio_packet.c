@@ -170,7 +170,7 @@ int sio_skip_first_element(const char *data, size_t len, size_t *after)
             return -1;
         i++;
     } else if (data[i] == '-' || is_digit(data[i])) {
-        while (i < len && (is_digit(data[i]) || strchr("+-.eE", data[i])))
+        while (i < len && (is_digit(data[i]) || (data[i] != '\0' && strchr("+-.eE", data[i]))))
             i++;
     } else {
         return -1;
