@@ -18,6 +18,187 @@ static bool is_digit(char c)
     return c >= '0' && c <= '9';
 }
 
+/* Strict JSON syntax check (RFC 8259, what JSON.parse accepts), run before
+ * cJSON. cJSON alone is lenient: it takes raw control characters inside
+ * strings, any byte <= 0x20 as whitespace, "01" and "1." as numbers. The
+ * gateway forwards payload bytes unchanged (broadcasts, echoes), and
+ * socket.io-client's JSON.parse throws on such input and drops its connection
+ * ("parse error"), so one sender could disconnect a whole room. Strings must
+ * also be valid UTF-8: a WebSocket client closes on invalid UTF-8 in a text
+ * frame. Returns 0 when [s, s+len) is one JSON value with optional whitespace. */
+#define JSON_MAX_DEPTH 1000 /* cJSON's CJSON_NESTING_LIMIT */
+
+static size_t json_ws(const char *s, size_t len, size_t i)
+{
+    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* One UTF-8 sequence starting at s[i] (s[i] >= 0x80); returns its length or 0. */
+static size_t utf8_seq(const unsigned char *s, size_t len, size_t i)
+{
+    unsigned char c = s[i];
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF)
+        n = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        if (c == 0xE0)
+            lo = 0xA0;
+        else if (c == 0xED)
+            hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F;
+    } else
+        return 0;
+    if (len - i < n)
+        return 0;
+    if (s[i + 1] < lo || s[i + 1] > hi)
+        return 0;
+    for (size_t k = 2; k < n; k++)
+        if (s[i + k] < 0x80 || s[i + k] > 0xBF)
+            return 0;
+    return n;
+}
+
+static int json_string(const char *s, size_t len, size_t *pos)
+{
+    size_t i = *pos + 1; /* past the opening quote */
+    while (i < len) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"') {
+            *pos = i + 1;
+            return 0;
+        }
+        if (c < 0x20)
+            return -1;
+        if (c == '\\') {
+            if (++i >= len)
+                return -1;
+            if (s[i] == 'u') {
+                if (len - i < 5)
+                    return -1;
+                for (int k = 1; k <= 4; k++)
+                    if (!strchr("0123456789abcdefABCDEF", s[i + k]) || s[i + k] == '\0')
+                        return -1;
+                i += 5;
+            } else if (s[i] != '\0' && strchr("\"\\/bfnrt", s[i])) {
+                i++;
+            } else {
+                return -1;
+            }
+        } else if (c >= 0x80) {
+            size_t n = utf8_seq((const unsigned char *)s, len, i);
+            if (!n)
+                return -1;
+            i += n;
+        } else {
+            i++;
+        }
+    }
+    return -1;
+}
+
+static int json_number(const char *s, size_t len, size_t *pos)
+{
+    size_t i = *pos;
+    if (i < len && s[i] == '-')
+        i++;
+    if (i < len && s[i] == '0')
+        i++;
+    else if (i < len && s[i] >= '1' && s[i] <= '9')
+        while (i < len && is_digit(s[i]))
+            i++;
+    else
+        return -1;
+    if (i < len && s[i] == '.') {
+        if (++i >= len || !is_digit(s[i]))
+            return -1;
+        while (i < len && is_digit(s[i]))
+            i++;
+    }
+    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < len && (s[i] == '+' || s[i] == '-'))
+            i++;
+        if (i >= len || !is_digit(s[i]))
+            return -1;
+        while (i < len && is_digit(s[i]))
+            i++;
+    }
+    *pos = i;
+    return 0;
+}
+
+static int json_value(const char *s, size_t len, size_t *pos, int depth)
+{
+    size_t i = json_ws(s, len, *pos);
+    if (i >= len || depth > JSON_MAX_DEPTH)
+        return -1;
+    char c = s[i];
+    if (c == '"') {
+        if (json_string(s, len, &i))
+            return -1;
+    } else if (c == '[' || c == '{') {
+        char close = c == '[' ? ']' : '}';
+        i = json_ws(s, len, i + 1);
+        if (i < len && s[i] == close) {
+            i++;
+        } else {
+            for (;;) {
+                if (c == '{') {
+                    i = json_ws(s, len, i);
+                    if (i >= len || s[i] != '"' || json_string(s, len, &i))
+                        return -1;
+                    i = json_ws(s, len, i);
+                    if (i >= len || s[i] != ':')
+                        return -1;
+                    i++;
+                }
+                if (json_value(s, len, &i, depth + 1))
+                    return -1;
+                i = json_ws(s, len, i);
+                if (i >= len)
+                    return -1;
+                if (s[i] == close) {
+                    i++;
+                    break;
+                }
+                if (s[i] != ',')
+                    return -1;
+                i++;
+            }
+        }
+    } else if (c == '-' || is_digit(c)) {
+        if (json_number(s, len, &i))
+            return -1;
+    } else if (len - i >= 4 && !memcmp(s + i, "true", 4)) {
+        i += 4;
+    } else if (len - i >= 5 && !memcmp(s + i, "false", 5)) {
+        i += 5;
+    } else if (len - i >= 4 && !memcmp(s + i, "null", 4)) {
+        i += 4;
+    } else {
+        return -1;
+    }
+    *pos = i;
+    return 0;
+}
+
+static int json_strict(const char *s, size_t len)
+{
+    size_t i = 0;
+    if (json_value(s, len, &i, 0))
+        return -1;
+    return json_ws(s, len, i) == len ? 0 : -1;
+}
+
 /* The payload shapes the reference parser accepts per type. */
 static bool payload_valid(enum sio_type type, const cJSON *j)
 {
@@ -97,6 +278,8 @@ int sio_decode(const char *buf, size_t len, sio_packet *out)
 
     if (i < len) {
         const char *end = NULL;
+        if (json_strict(buf + i, len - i) != 0)
+            return SIO_ERR_JSON;
         cJSON *j = cJSON_ParseWithLengthOpts(buf + i, len - i, &end, false);
         if (!j)
             return SIO_ERR_JSON;

@@ -82,6 +82,32 @@ static const struct vec {
     {"2[\"removeListener\"]", SIO_ERR_PAYLOAD, 0, 0, NULL, 0, NULL},
     {"2[\"Connect\"]", SIO_OK, SIO_EVENT, 0, "/", NO_ACK, "[\"Connect\"]"}, /* case-sensitive */
     {"2[\"connected\"]", SIO_OK, SIO_EVENT, 0, "/", NO_ACK, "[\"connected\"]"},
+    /* JSON as strict as JSON.parse: these bytes would be forwarded unchanged and
+     * make every receiving socket.io-client drop its connection */
+    {"2[\"a\nb\"]", SIO_ERR_JSON, 0, 0, NULL, 0, NULL},      /* raw control char in a string */
+    {"2[\"a\tb\"]", SIO_ERR_JSON, 0, 0, NULL, 0, NULL},
+    {"2[\x01\"a\"]", SIO_ERR_JSON, 0, 0, NULL, 0, NULL},     /* 0x01 is not whitespace */
+    {"2[\"a\"\x0b]", SIO_ERR_JSON, 0, 0, NULL, 0, NULL},
+    {"2[\"a\",01]", SIO_ERR_JSON, 0, 0, NULL, 0, NULL},      /* leading zero */
+    {"2[\"a\",1.]", SIO_ERR_JSON, 0, 0, NULL, 0, NULL},      /* dot without digits */
+    {"2[\"a\",.5]", SIO_ERR_JSON, 0, 0, NULL, 0, NULL},
+    {"2[\"a\",1e]", SIO_ERR_JSON, 0, 0, NULL, 0, NULL},
+    {"2[\"a\",+1]", SIO_ERR_JSON, 0, 0, NULL, 0, NULL},
+    {"2[\"a\",tru]", SIO_ERR_JSON, 0, 0, NULL, 0, NULL},
+    {"2[\"a\",{\"k\":1,}]", SIO_ERR_JSON, 0, 0, NULL, 0, NULL},
+    {"2[\"a\",{k:1}]", SIO_ERR_JSON, 0, 0, NULL, 0, NULL},
+    {"2[\"\\x\"]", SIO_ERR_JSON, 0, 0, NULL, 0, NULL},       /* bad escape */
+    {"2[\"\\u12g4\"]", SIO_ERR_JSON, 0, 0, NULL, 0, NULL},
+    {"2[\"\xff\"]", SIO_ERR_JSON, 0, 0, NULL, 0, NULL},      /* invalid UTF-8 */
+    {"2[\"\xc3\"]", SIO_ERR_JSON, 0, 0, NULL, 0, NULL},      /* truncated sequence */
+    {"2[\"\xc0\xaf\"]", SIO_ERR_JSON, 0, 0, NULL, 0, NULL},  /* overlong */
+    {"2[\"\xed\xa0\x80\"]", SIO_ERR_JSON, 0, 0, NULL, 0, NULL}, /* UTF-16 surrogate in UTF-8 */
+    {"2[\"\xf4\x90\x80\x80\"]", SIO_ERR_JSON, 0, 0, NULL, 0, NULL}, /* > U+10FFFF */
+    {"2 [\"a\"]", SIO_OK, SIO_EVENT, 0, "/", NO_ACK, " [\"a\"]"},
+    {"2[\"a\" , -0.5e-3 ,\r\n{\"k\" : [ true , false , null ]}]", SIO_OK, SIO_EVENT, 0, "/", NO_ACK,
+     "[\"a\" , -0.5e-3 ,\r\n{\"k\" : [ true , false , null ]}]"},
+    {"2[\"h\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\",\"\\u00e9\\n\\\"\\\\\\/\"]", SIO_OK, SIO_EVENT, 0, "/",
+     NO_ACK, "[\"h\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\",\"\\u00e9\\n\\\"\\\\\\/\"]"},
     /* ACK */
     {"3456[1,\"2\",{\"3\":[false]}]", SIO_OK, SIO_ACK, 0, "/", 456, "[1,\"2\",{\"3\":[false]}]"},
     {"3/custom,1[]", SIO_OK, SIO_ACK, 0, "/custom", 1, "[]"},
