@@ -3,7 +3,8 @@
 --       5 status hash, 6 agentload hash, 7 agentmax hash, 8 aht string,
 --       9 assign:CHAT hash
 -- ARGV: 1 prefix, 2 chatId, 3 mode "skills" | "agent" | "front",
---       4 skills "a,b" (skills) or target agent id (agent) or "" (front),
+--       4 skills "a,b" (skills) or target agent id (agent) or fallback
+--         skills (front, used when Redis has no assignment record),
 --       5 fallback priority, 6 fallback enqueuedAt ms (used when Redis has no
 --       assignment record, e.g. after a Redis restart), 7 preview,
 --       8 default avg handle time s
@@ -57,7 +58,7 @@ local priority = clamp_priority(src.priority or ARGV[5])
 local enq = tonumber(src.enqueuedAt or ARGV[6]) or 0
 if enq <= 0 then enq = now_ms() end
 local member = src.member
-local skills = src.skills or ''
+local skills = src.skills or ARGV[4] or ''
 if mode == 'skills' then
     skills = ARGV[4]
     priority = clamp_priority(priority + 1)

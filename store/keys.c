@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/xalloc.h"
+#include <hiredis/hiredis.h>
 
 static bool org_needs_escape(unsigned char c)
 {
@@ -384,4 +385,106 @@ int rk_argv_resolve(const rk_argv *a, const char *sha, char numbuf[24],
         n++;
     }
     return n;
+}
+
+const char *rk_strerror(enum rk_status st)
+{
+    switch (st) {
+    case RK_OK:
+        return "ok";
+    case RK_ERR_UNAVAILABLE:
+        return "redis unavailable";
+    case RK_ERR_REDIS:
+        return "redis error reply";
+    case RK_ERR_SHAPE:
+        return "unexpected reply shape";
+    case RK_ERR_ARG:
+        return "bad argument";
+    }
+    return "unknown";
+}
+
+enum rk_status rk_reply_array(const redisReply *r, size_t min)
+{
+    if (!r)
+        return RK_ERR_UNAVAILABLE;
+    if (r->type == REDIS_REPLY_ERROR)
+        return RK_ERR_REDIS;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < min)
+        return RK_ERR_SHAPE;
+    return RK_OK;
+}
+
+bool rk_reply_ll(const redisReply *r, long long *out)
+{
+    if (!r)
+        return false;
+    if (r->type == REDIS_REPLY_INTEGER) {
+        *out = r->integer;
+        return true;
+    }
+    if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) {
+        if (r->len == 0 || r->len > 22)
+            return false;
+        char tmp[24];
+        memcpy(tmp, r->str, r->len);
+        tmp[r->len] = '\0';
+        char *end;
+        errno = 0;
+        long long v = strtoll(tmp, &end, 10);
+        if (errno || *end)
+            return false;
+        *out = v;
+        return true;
+    }
+    return false;
+}
+
+char *rk_reply_strdup(const redisReply *r)
+{
+    if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_STATUS))
+        return NULL;
+    return xstrndup(r->str, r->len);
+}
+
+bool rk_reply_is(const redisReply *r, const char *s)
+{
+    if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_STATUS))
+        return false;
+    size_t n = strlen(s);
+    return r->len == n && memcmp(r->str, s, n) == 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+enum rk_status rk_skills_csv(buf_t *out, const char *const *skills, size_t n)
+{
+    if (n == 0)
+        return RK_OK;
+    const char **tmp = xcalloc(n, sizeof(*tmp));
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!skills[i] || !skills[i][0])
+            continue;
+        if (strchr(skills[i], ',')) {
+            free(tmp);
+            return RK_ERR_ARG;
+        }
+        tmp[m++] = skills[i];
+    }
+    qsort(tmp, m, sizeof(*tmp), cmp_str);
+    bool first = true;
+    for (size_t i = 0; i < m; i++) {
+        if (i > 0 && strcmp(tmp[i], tmp[i - 1]) == 0)
+            continue;
+        if (!first)
+            buf_putc(out, ',');
+        buf_puts(out, tmp[i]);
+        first = false;
+    }
+    free(tmp);
+    return RK_OK;
 }

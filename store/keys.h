@@ -158,4 +158,30 @@ void rk_argv_copy(rk_argv *dst, const rk_argv *src);       /* dst initialised by
 int rk_argv_resolve(const rk_argv *a, const char *sha, char numbuf[24],
                     const char **argv, size_t *argvlen, int max);
 
+/* Outcome of decoding a script reply (queue/, presence/ decoders). */
+enum rk_status {
+    RK_OK = 0,
+    RK_ERR_UNAVAILABLE, /* no reply: connection lost / Redis down */
+    RK_ERR_REDIS,       /* Redis answered with an error reply */
+    RK_ERR_SHAPE,       /* the reply does not have the documented shape */
+    RK_ERR_ARG,         /* bad arguments given to a builder */
+};
+const char *rk_strerror(enum rk_status st);
+
+struct redisReply;
+/* Shared decoder helpers (hiredis sync reply structs; pure).
+ * rk_reply_array: NULL -> UNAVAILABLE, error -> REDIS, not an array of at
+ * least min elements -> SHAPE. */
+enum rk_status rk_reply_array(const struct redisReply *r, size_t min);
+/* Integer element (also accepts a bulk string holding an integer). */
+bool rk_reply_ll(const struct redisReply *r, long long *out);
+/* String element (bulk/status) copied to the heap; NULL when not a string. */
+char *rk_reply_strdup(const struct redisReply *r);
+/* Compares a string element with s. */
+bool rk_reply_is(const struct redisReply *r, const char *s);
+
+/* Normalises a skill list into "a,b" (sorted, unique, empty items dropped),
+ * appended to out. Returns RK_ERR_ARG if a skill contains ','. */
+enum rk_status rk_skills_csv(buf_t *out, const char *const *skills, size_t n);
+
 #endif
