@@ -144,6 +144,9 @@ static int run_server(chatd_config *cfg, enum mode mode)
     uv_close((uv_handle_t *)&srv.sigterm, NULL);
     uv_close((uv_handle_t *)&srv.shutdown, NULL);
     uv_run(srv.loop, UV_RUN_DEFAULT);
+    /* with a foreign loop lws finishes its teardown in a second call, once
+     * its handles have closed */
+    lws_context_destroy(srv.lws);
     sio_server_free(srv.sio);
     eio_server_free(srv.eio);
     http_routes_clear();
