@@ -1,0 +1,211 @@
+/* Typed message operations (see messages.h). */
+#include "store/messages.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/xalloc.h"
+
+#define APPEND_STMT "chatd_append_message"
+#define APPEND_SQL                                                                            \
+    "SELECT * FROM chat_append_message($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9::int, "     \
+    "$10::text[])"
+
+const char *pg_append_status_str(pg_append_status st)
+{
+    switch (st) {
+    case PG_APPEND_OK: return "ok";
+    case PG_APPEND_REPLAY: return "replay";
+    case PG_APPEND_NOT_FOUND: return "not_found";
+    case PG_APPEND_CLOSED: return "closed";
+    case PG_APPEND_STALE: return "stale";
+    case PG_APPEND_BAD_ATTACHMENT: return "bad_attachment";
+    case PG_APPEND_UNAVAILABLE: return "unavailable";
+    case PG_APPEND_INTERNAL: return "internal";
+    }
+    return "internal";
+}
+
+static const char *col(const PGresult *res, int row, int c)
+{
+    if (c < 0 || PQgetisnull(res, row, c))
+        return NULL;
+    return PQgetvalue(res, row, c);
+}
+
+static int64_t col_i64(const PGresult *res, int row, int c)
+{
+    const char *v = col(res, row, c);
+    return v ? strtoll(v, NULL, 10) : 0;
+}
+
+int pg_message_from_row(const PGresult *res, int row, pg_message *out)
+{
+    int cid = PQfnumber(res, "id"), cseq = PQfnumber(res, "seq");
+    if (cid < 0 || cseq < 0 || row < 0 || row >= PQntuples(res))
+        return -1;
+    memset(out, 0, sizeof *out);
+    out->id = col(res, row, cid);
+    out->chat_id = col(res, row, PQfnumber(res, "chat_id"));
+    out->seq = col_i64(res, row, cseq);
+    out->client_id = col(res, row, PQfnumber(res, "client_id"));
+    out->sender_type = col(res, row, PQfnumber(res, "sender_type"));
+    out->sender_id = col(res, row, PQfnumber(res, "sender_id"));
+    out->sender_name = col(res, row, PQfnumber(res, "sender_name"));
+    out->text = col(res, row, PQfnumber(res, "text"));
+    out->attachments_json = col(res, row, PQfnumber(res, "attachments"));
+    if (!out->attachments_json)
+        out->attachments_json = "[]";
+    out->created_at = col(res, row, PQfnumber(res, "created_at"));
+    out->edited_at = col(res, row, PQfnumber(res, "edited_at"));
+    out->deleted_at = col(res, row, PQfnumber(res, "deleted_at"));
+    return 0;
+}
+
+static void json_kv_str(buf_t *b, const char *k, const char *v, bool comma)
+{
+    if (comma)
+        buf_putc(b, ',');
+    buf_json_str(b, k, strlen(k));
+    buf_putc(b, ':');
+    if (v)
+        buf_json_str(b, v, strlen(v));
+    else
+        buf_puts(b, "null");
+}
+
+void pg_message_to_json(const pg_message *m, buf_t *b)
+{
+    buf_putc(b, '{');
+    json_kv_str(b, "id", m->id, false);
+    json_kv_str(b, "chatId", m->chat_id, true);
+    buf_printf(b, ",\"seq\":%lld", (long long)m->seq);
+    if (m->client_id)
+        json_kv_str(b, "clientId", m->client_id, true);
+    buf_puts(b, ",\"sender\":{");
+    json_kv_str(b, "type", m->sender_type ? m->sender_type : "system", false);
+    if (m->sender_id)
+        json_kv_str(b, "id", m->sender_id, true);
+    if (m->sender_name)
+        json_kv_str(b, "name", m->sender_name, true);
+    buf_putc(b, '}');
+    json_kv_str(b, "text", m->text ? m->text : "", true);
+    /* attachments is JSON produced by PostgreSQL (jsonb::text), embedded as is. */
+    buf_puts(b, ",\"attachments\":");
+    buf_puts(b, m->attachments_json && *m->attachments_json ? m->attachments_json : "[]");
+    json_kv_str(b, "createdAt", m->created_at, true);
+    if (m->edited_at)
+        json_kv_str(b, "editedAt", m->edited_at, true);
+    if (m->deleted_at)
+        json_kv_str(b, "deletedAt", m->deleted_at, true);
+    buf_putc(b, '}');
+}
+
+typedef struct append_ctx {
+    pg_append_cb cb;
+    void *ctx;
+} append_ctx;
+
+static void append_cancelled(void *p)
+{
+    free(p);
+}
+
+static pg_append_status status_of(const char *s)
+{
+    if (!s)
+        return PG_APPEND_INTERNAL;
+    if (strcmp(s, "ok") == 0) return PG_APPEND_OK;
+    if (strcmp(s, "replay") == 0) return PG_APPEND_REPLAY;
+    if (strcmp(s, "not_found") == 0) return PG_APPEND_NOT_FOUND;
+    if (strcmp(s, "closed") == 0) return PG_APPEND_CLOSED;
+    if (strcmp(s, "stale") == 0) return PG_APPEND_STALE;
+    if (strcmp(s, "bad_attachment") == 0) return PG_APPEND_BAD_ATTACHMENT;
+    return PG_APPEND_INTERNAL;
+}
+
+static void append_done(void *p, const PGresult *res, const char *err)
+{
+    append_ctx *a = p;
+    pg_append_cb cb = a->cb;
+    void *ctx = a->ctx;
+    free(a);
+    if (err) {
+        pg_outcome o = pg_classify(res, err);
+        cb(ctx, o == PG_OUTCOME_UNAVAILABLE ? PG_APPEND_UNAVAILABLE : PG_APPEND_INTERNAL, NULL,
+           NULL, err);
+        return;
+    }
+    if (!res || PQntuples(res) != 1) {
+        cb(ctx, PG_APPEND_INTERNAL, NULL, NULL, "append: unexpected result");
+        return;
+    }
+    pg_append_status st = status_of(col(res, 0, PQfnumber(res, "status")));
+    pg_message m;
+    pg_chat_state chat = {0};
+    bool has_msg = (st == PG_APPEND_OK || st == PG_APPEND_REPLAY) &&
+                   pg_message_from_row(res, 0, &m) == 0;
+    bool has_chat = col(res, 0, PQfnumber(res, "chat_status")) != NULL;
+    if (has_chat) {
+        chat.status = col(res, 0, PQfnumber(res, "chat_status"));
+        chat.owner_version = (int)col_i64(res, 0, PQfnumber(res, "owner_version"));
+        chat.last_seq = col_i64(res, 0, PQfnumber(res, "last_seq"));
+        chat.org_id = col(res, 0, PQfnumber(res, "org_id"));
+        chat.customer_key = col(res, 0, PQfnumber(res, "customer_key"));
+        chat.agent_id = col(res, 0, PQfnumber(res, "agent_id"));
+    }
+    if ((st == PG_APPEND_OK || st == PG_APPEND_REPLAY) && !has_msg) {
+        cb(ctx, PG_APPEND_INTERNAL, NULL, NULL, "append: bad row");
+        return;
+    }
+    cb(ctx, st, has_msg ? &m : NULL, has_chat ? &chat : NULL, NULL);
+}
+
+/* Builds a PostgreSQL text[] literal {"a","b"} (quotes and backslashes escaped). */
+static char *array_literal(const char *const *items, size_t n)
+{
+    buf_t b;
+    buf_init(&b);
+    buf_putc(&b, '{');
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            buf_putc(&b, ',');
+        buf_putc(&b, '"');
+        for (const char *s = items[i] ? items[i] : ""; *s; s++) {
+            if (*s == '"' || *s == '\\')
+                buf_putc(&b, '\\');
+            buf_putc(&b, *s);
+        }
+        buf_putc(&b, '"');
+    }
+    buf_putc(&b, '}');
+    return buf_steal(&b, NULL);
+}
+
+pg_req_id pg_append_message(pg_client *pg, const pg_append_req *req, pg_append_cb cb, void *ctx)
+{
+    pg_prepare(pg, APPEND_STMT, APPEND_SQL);
+    char ver[16];
+    snprintf(ver, sizeof ver, "%d", req->owner_version);
+    char *uploads = req->nupload_ids ? array_literal(req->upload_ids, req->nupload_ids) : NULL;
+    const char *params[10] = {
+        req->chat_id,     req->client_id,        req->sender_type,
+        req->sender_id,   req->sender_name,      req->text ? req->text : "",
+        req->attachments_json, req->org_id, req->owner_version >= 0 ? ver : NULL,
+        uploads,
+    };
+    append_ctx *a = xmalloc(sizeof *a);
+    a->cb = cb;
+    a->ctx = ctx;
+    pg_query_opts q = {
+        .stmt = APPEND_STMT,
+        .nparams = 10,
+        .params = params,
+        .route_key = req->chat_id,
+        .flags = PG_Q_BATCH,
+        .on_cancel = append_cancelled,
+    };
+    pg_req_id id = pg_query_ex(pg, &q, append_done, a);
+    free(uploads);
+    return id;
+}

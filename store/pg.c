@@ -1,0 +1,940 @@
+/* Non-blocking libpq pool with pipeline mode on the libuv loop (see pg.h).
+ *
+ * Shape (after h2o:lib/common/redis.c and hiredis' libuv adapter): pg_client owns N pg_conn;
+ * each pg_conn is a small state machine
+ *
+ *     BACKOFF --timer--> CONNECTING --PQconnectPoll OK--> READY --error/EOF--> BACKOFF
+ *
+ * Requests (pg_req) wait in the connection's `pending` FIFO; the uv_prepare handle (run once
+ * per loop iteration, just before the loop blocks) sends everything pending as pipelined
+ * queries, one PQpipelineSync per group (a group is one query, or up to max_batch adjacent
+ * PG_Q_BATCH queries that share one implicit transaction). Sent requests move to `inflight`;
+ * results are read in order and held on the request until the group's PGRES_PIPELINE_SYNC
+ * arrives (only then is the group's transaction committed), then callbacks run.
+ *
+ * Memory: every pg_req is owned by exactly one list (pending, inflight or deliver) until its
+ * callback has run; callbacks run after the request was unlinked, so they may submit or cancel
+ * freely. uv_poll_t handles are heap-allocated per socket and freed in their close callback. */
+#include "store/pg.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/xalloc.h"
+
+enum conn_state { CONN_BACKOFF, CONN_CONNECTING, CONN_READY, CONN_CLOSED };
+
+typedef struct pg_req {
+    struct pg_req *next;
+    pg_req_id id;
+    pg_cb cb;
+    void *ctx;
+    void (*on_cancel)(void *ctx);
+    char *sql;          /* owned; query text (NULL for a prepared statement) */
+    char *stmt;         /* owned; prepared statement name */
+    int nparams;
+    char **params;      /* owned block: pointer array followed by the strings */
+    unsigned flags;
+    bool solo;          /* re-run alone after a failed shared transaction */
+    bool internal;      /* a PQsendPrepare of the pool itself */
+    bool sync_after;    /* last of its group: a PGRES_PIPELINE_SYNC follows its results */
+    bool failed;        /* got an error result (or PIPELINE_ABORTED) */
+    uint64_t deadline_ms;  /* while pending on a connection that is not up */
+    uint64_t sent_ms;
+    PGresult *res;      /* held until the group's sync */
+} pg_req;
+
+typedef struct req_list {
+    pg_req *head, *tail;
+    int n;
+} req_list;
+
+typedef struct pg_conn {
+    pg_client *pg;
+    int index;
+    enum conn_state state;
+    PGconn *conn;
+    uv_poll_t *poll;      /* heap; replaced when the socket changes */
+    int poll_events;
+    uv_timer_t timer;     /* connect timeout / backoff */
+    uint64_t connect_deadline_ms;
+    int backoff_ms;
+    int nprepared;        /* registered statements already prepared on this connection */
+    req_list pending;
+    req_list inflight;
+    pg_req *cur;          /* inflight request receiving results (NULL: waiting for a sync) */
+    bool await_sync;
+    bool group_failed;
+    bool ever_ready;
+} pg_conn;
+
+typedef struct pg_stmt {
+    char *name;
+    char *sql;
+} pg_stmt;
+
+struct pg_client {
+    uv_loop_t *loop;
+    char *conninfo;
+    pg_options opt;
+    pg_conn *conns;
+    int nconns;
+    uv_prepare_t prepare;
+    uv_timer_t tick;
+    bool prepare_active;
+    req_list failed;      /* to be failed from the prepare callback (never synchronously) */
+    pg_stmt *stmts;
+    int nstmts;
+    pg_req_id next_id;
+    int open_handles;     /* handles to close before the struct can go */
+    bool closing;
+    int rr;
+    pg_stats stats;
+};
+
+/* ---------------------------------------------------------------- lists */
+
+static void list_push(req_list *l, pg_req *r)
+{
+    r->next = NULL;
+    if (l->tail)
+        l->tail->next = r;
+    else
+        l->head = r;
+    l->tail = r;
+    l->n++;
+}
+
+static pg_req *list_pop(req_list *l)
+{
+    pg_req *r = l->head;
+    if (r) {
+        l->head = r->next;
+        if (!l->head)
+            l->tail = NULL;
+        l->n--;
+        r->next = NULL;
+    }
+    return r;
+}
+
+/* Moves all of src to the front of dst, keeping order. */
+static void list_prepend_all(req_list *dst, req_list *src)
+{
+    if (!src->head)
+        return;
+    src->tail->next = dst->head;
+    if (!dst->tail)
+        dst->tail = src->tail;
+    dst->head = src->head;
+    dst->n += src->n;
+    src->head = src->tail = NULL;
+    src->n = 0;
+}
+
+/* Removes r from l (linear). */
+static bool list_remove(req_list *l, pg_req *r)
+{
+    pg_req *prev = NULL;
+    for (pg_req *it = l->head; it; prev = it, it = it->next) {
+        if (it != r)
+            continue;
+        if (prev)
+            prev->next = it->next;
+        else
+            l->head = it->next;
+        if (l->tail == it)
+            l->tail = prev;
+        l->n--;
+        it->next = NULL;
+        return true;
+    }
+    return false;
+}
+
+static uint64_t now_ms(const pg_client *pg)
+{
+    return uv_now(pg->loop);
+}
+
+static void req_free(pg_req *r)
+{
+    if (!r)
+        return;
+    PQclear(r->res);
+    free(r->sql);
+    free(r->stmt);
+    free(r->params);
+    free(r);
+}
+
+/* Runs r's callback (if still attached) and frees r. r must be unlinked already. */
+static void req_finish(pg_client *pg, pg_req *r, const PGresult *res, const char *err)
+{
+    if (!r->internal) {
+        pg->stats.queries++;
+        if (err)
+            pg->stats.errors++;
+    }
+    if (r->cb)
+        r->cb(r->ctx, res, err);
+    req_free(r);
+}
+
+/* Fails and frees every request of l with res == NULL and err. */
+static void fail_list(pg_client *pg, req_list *l, const char *err)
+{
+    req_list tmp = *l;
+    l->head = l->tail = NULL;
+    l->n = 0;
+    pg_req *r;
+    while ((r = list_pop(&tmp)))
+        req_finish(pg, r, NULL, err);
+}
+
+/* ---------------------------------------------------------------- connection */
+
+static void conn_connect(pg_conn *c);
+static void conn_dispatch(pg_conn *c);
+static void on_poll(uv_poll_t *h, int status, int events);
+static void schedule(pg_client *pg);
+
+static void poll_close_cb(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void conn_close_poll(pg_conn *c)
+{
+    if (c->poll) {
+        uv_close((uv_handle_t *)c->poll, poll_close_cb);
+        c->poll = NULL;
+    }
+    c->poll_events = 0;
+}
+
+/* (Re)creates the poll handle on the connection's current socket and watches `events`. */
+static int conn_watch_new(pg_conn *c, int events)
+{
+    conn_close_poll(c);
+    int fd = PQsocket(c->conn);
+    if (fd < 0)
+        return -1;
+    c->poll = xmalloc(sizeof *c->poll);
+    if (uv_poll_init(c->pg->loop, c->poll, fd) != 0) {
+        free(c->poll);
+        c->poll = NULL;
+        return -1;
+    }
+    c->poll->data = c;
+    c->poll_events = events;
+    uv_poll_start(c->poll, events, on_poll);
+    return 0;
+}
+
+static void conn_watch(pg_conn *c, int events)
+{
+    if (c->poll && c->poll_events != events) {
+        c->poll_events = events;
+        uv_poll_start(c->poll, events, on_poll);
+    }
+}
+
+static int backoff_next(pg_conn *c)
+{
+    const pg_options *o = &c->pg->opt;
+    int base = c->backoff_ms ? c->backoff_ms * 2 : o->backoff_min_ms;
+    if (base > o->backoff_max_ms)
+        base = o->backoff_max_ms;
+    c->backoff_ms = base;
+    /* +-25% jitter so a pool (or a cluster) does not reconnect in lock-step. */
+    int jitter = base / 4;
+    return base - jitter + (jitter ? rand() % (2 * jitter + 1) : 0);
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* Tears the connection down: every request on it (in flight or waiting) fails with
+ * "unavailable: why"; a reconnect is scheduled. */
+static void conn_fail(pg_conn *c, const char *why)
+{
+    pg_client *pg = c->pg;
+    char err[512];
+    snprintf(err, sizeof err, "unavailable: %s", why && *why ? why : "connection lost");
+    err[strcspn(err, "\n")] = '\0'; /* libpq messages go on with hints on further lines */
+    if (c->state == CONN_READY)
+        log_warn("pg[%d]: connection lost: %s", c->index, err);
+    else
+        log_debug("pg[%d]: connect failed: %s", c->index, err);
+    conn_close_poll(c);
+    if (c->conn) {
+        PQfinish(c->conn);
+        c->conn = NULL;
+    }
+    c->state = CONN_BACKOFF;
+    c->cur = NULL;
+    c->await_sync = false;
+    c->group_failed = false;
+    c->nprepared = 0;
+    uv_timer_start(&c->timer, on_timer, (uint64_t)backoff_next(c), 0);
+    req_list inflight = c->inflight, pending = c->pending;
+    memset(&c->inflight, 0, sizeof c->inflight);
+    memset(&c->pending, 0, sizeof c->pending);
+    fail_list(pg, &inflight, err);
+    fail_list(pg, &pending, err);
+}
+
+static void conn_ready(pg_conn *c)
+{
+    if (PQenterPipelineMode(c->conn) != 1 || PQsetnonblocking(c->conn, 1) != 0) {
+        conn_fail(c, PQerrorMessage(c->conn));
+        return;
+    }
+    uv_timer_stop(&c->timer);
+    if (c->ever_ready)
+        c->pg->stats.reconnects++;
+    log_info("pg[%d]: connected%s", c->index, c->ever_ready ? " again" : "");
+    c->state = CONN_READY;
+    c->ever_ready = true;
+    c->backoff_ms = 0;
+    c->nprepared = 0;
+    c->cur = NULL;
+    c->await_sync = false;
+    conn_watch(c, UV_READABLE);
+    schedule(c->pg);
+}
+
+/* Advances the libpq connect state machine. */
+static void conn_connect_poll(pg_conn *c)
+{
+    PostgresPollingStatusType st = PQconnectPoll(c->conn);
+    switch (st) {
+    case PGRES_POLLING_OK:
+        conn_ready(c);
+        break;
+    case PGRES_POLLING_FAILED:
+        conn_fail(c, PQerrorMessage(c->conn));
+        break;
+    case PGRES_POLLING_READING:
+    case PGRES_POLLING_WRITING:
+    default:
+        /* libpq may have moved to a new socket (next address): always re-register. */
+        if (conn_watch_new(c, st == PGRES_POLLING_WRITING ? UV_WRITABLE : UV_READABLE) < 0)
+            conn_fail(c, "no socket");
+        break;
+    }
+}
+
+/* Server notices (and errors that arrive while idle, e.g. an admin shutdown) go to the log
+ * instead of libpq's default stderr printer. */
+static void on_notice(void *arg, const char *message)
+{
+    pg_conn *c = arg;
+    log_debug("pg[%d]: %.*s", c->index, (int)strcspn(message, "\n"), message);
+}
+
+static void conn_connect(pg_conn *c)
+{
+    pg_client *pg = c->pg;
+    char stmt_opt[64];
+    snprintf(stmt_opt, sizeof stmt_opt, "-c statement_timeout=%d", pg->opt.statement_timeout_ms);
+    const char *keys[] = {"dbname", "options", "application_name", "keepalives",
+                          "keepalives_idle", "keepalives_interval", "keepalives_count", NULL};
+    const char *vals[] = {pg->conninfo, stmt_opt, "chatd", "1", "10", "5", "3", NULL};
+    c->conn = PQconnectStartParams(keys, vals, 1);
+    c->state = CONN_CONNECTING;
+    c->connect_deadline_ms = now_ms(pg) + (uint64_t)pg->opt.connect_timeout_ms;
+    if (!c->conn) {
+        conn_fail(c, "out of memory");
+        return;
+    }
+    if (PQstatus(c->conn) == CONNECTION_BAD) {
+        conn_fail(c, PQerrorMessage(c->conn));
+        return;
+    }
+    PQsetnonblocking(c->conn, 1);
+    PQsetNoticeProcessor(c->conn, on_notice, c);
+    uv_timer_start(&c->timer, on_timer, (uint64_t)pg->opt.connect_timeout_ms, 0);
+    if (conn_watch_new(c, UV_WRITABLE) < 0)
+        conn_fail(c, "no socket");
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    pg_conn *c = t->data;
+    if (c->state == CONN_BACKOFF)
+        conn_connect(c);
+    else if (c->state == CONN_CONNECTING)
+        conn_fail(c, "connect timeout");
+}
+
+/* ---------------------------------------------------------------- results */
+
+/* A group's PGRES_PIPELINE_SYNC arrived: its transaction is over. Deliver every request of
+ * the group, or, if the shared transaction failed, send its members again one by one. */
+static void conn_finish_group(pg_conn *c)
+{
+    pg_client *pg = c->pg;
+    req_list group = {0};
+    pg_req *r;
+    while ((r = list_pop(&c->inflight))) {
+        list_push(&group, r);
+        if (r->sync_after)
+            break;
+    }
+    bool failed = c->group_failed;
+    c->group_failed = false;
+    if (failed && group.n > 1) {
+        /* Shared transaction rolled back: every member is re-run alone, in order, ahead of
+         * what is pending. Results already received describe rolled-back work. */
+        pg->stats.batches_retried++;
+        req_list retry = {0};
+        while ((r = list_pop(&group))) {
+            if (r->internal) {
+                req_free(r);
+                continue;
+            }
+            PQclear(r->res);
+            r->res = NULL;
+            r->failed = false;
+            r->solo = true;
+            r->sync_after = false;
+            list_push(&retry, r);
+        }
+        list_prepend_all(&c->pending, &retry);
+        schedule(pg);
+        return;
+    }
+    while ((r = list_pop(&group))) {
+        if (r->internal) {
+            if (r->failed)
+                log_error("pg[%d]: prepare %s failed: %s", c->index, r->stmt,
+                          r->res ? PQresultErrorMessage(r->res) : "?");
+            req_free(r);
+            continue;
+        }
+        const char *err = NULL;
+        char buf[512];
+        if (!r->res) {
+            err = "internal: no result";
+        } else if (r->failed) {
+            snprintf(buf, sizeof buf, "%s", PQresultErrorMessage(r->res));
+            size_t n = strlen(buf);
+            while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+                buf[--n] = '\0';
+            err = buf[0] ? buf : "query failed";
+        }
+        PGresult *res = r->res;
+        r->res = NULL;
+        req_finish(pg, r, res, err);
+        PQclear(res);
+    }
+}
+
+/* Reads every complete result libpq has buffered. Returns -1 if the connection failed (c has
+ * been reset), 0 otherwise. */
+static int conn_read_results(pg_conn *c)
+{
+    while (c->inflight.head && c->state == CONN_READY) {
+        if (PQisBusy(c->conn))
+            break;
+        PGresult *res = PQgetResult(c->conn);
+        log_debug("pg[%d]: result %s (await %d)", c->index,
+                  res ? PQresStatus(PQresultStatus(res)) : "NULL", c->await_sync);
+        if (c->await_sync || !c->cur) {
+            if (!res) {
+                /* Nothing more parsed yet. */
+                break;
+            }
+            ExecStatusType st = PQresultStatus(res);
+            PQclear(res);
+            if (st != PGRES_PIPELINE_SYNC) {
+                conn_fail(c, "protocol: unexpected result while waiting for sync");
+                return -1;
+            }
+            c->await_sync = false;
+            conn_finish_group(c);
+            /* The next group's first request starts receiving results. */
+            c->cur = c->inflight.head;
+            continue;
+        }
+        pg_req *r = c->cur;
+        if (!res) {
+            /* End of r's results. */
+            if (r->sync_after)
+                c->await_sync = true;
+            c->cur = r->next;
+            continue;
+        }
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(res);
+            conn_fail(c, "protocol: unexpected sync");
+            return -1;
+        }
+        if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && st != PGRES_EMPTY_QUERY) {
+            r->failed = true;
+            c->group_failed = true;
+        }
+        if (r->res && st == PGRES_PIPELINE_ABORTED) {
+            PQclear(res); /* keep the first (real) result */
+        } else {
+            PQclear(r->res);
+            r->res = res;
+        }
+    }
+    if (c->state == CONN_READY && PQstatus(c->conn) == CONNECTION_BAD) {
+        conn_fail(c, PQerrorMessage(c->conn));
+        return -1;
+    }
+    return 0;
+}
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    pg_conn *c = h->data;
+    if (c->state == CONN_CONNECTING) {
+        conn_connect_poll(c);
+        return;
+    }
+    if (c->state != CONN_READY)
+        return;
+    log_debug("pg[%d]: poll status %d events %d inflight %d cur %p await %d", c->index, status,
+              events, c->inflight.n, (void *)c->cur, c->await_sync);
+    if (status < 0) {
+        /* libuv stops a poll handle after reporting an error (EPOLLERR, e.g. a reset): no more
+         * events will come for this socket, so the connection is over. */
+        conn_fail(c, uv_strerror(status));
+        return;
+    }
+    if (events & UV_WRITABLE) {
+        int f = PQflush(c->conn);
+        if (f < 0) {
+            conn_fail(c, PQerrorMessage(c->conn));
+            return;
+        }
+        if (f == 0)
+            conn_watch(c, UV_READABLE);
+    }
+    if (events & UV_READABLE) {
+        if (!PQconsumeInput(c->conn)) {
+            conn_fail(c, PQerrorMessage(c->conn));
+            return;
+        }
+        if (conn_read_results(c) < 0)
+            return;
+        /* Server notices and async messages are read and dropped by libpq. */
+    }
+    if (c->pending.head)
+        schedule(c->pg);
+}
+
+/* ---------------------------------------------------------------- sending */
+
+static int send_one(pg_conn *c, pg_req *r)
+{
+    const char *const *params = (const char *const *)r->params;
+    int ok;
+    if (r->internal)
+        ok = PQsendPrepare(c->conn, r->stmt, r->sql, 0, NULL);
+    else if (r->stmt)
+        ok = PQsendQueryPrepared(c->conn, r->stmt, r->nparams, params, NULL, NULL, 0);
+    else
+        ok = PQsendQueryParams(c->conn, r->sql, r->nparams, NULL, params, NULL, NULL, 0);
+    return ok ? 0 : -1;
+}
+
+/* Sends pending requests as pipelined groups while there is room in flight. */
+static void conn_dispatch(pg_conn *c)
+{
+    pg_client *pg = c->pg;
+    if (c->state != CONN_READY)
+        return;
+    bool sent = false;
+    uint64_t now = now_ms(pg);
+    /* Statements registered since (or before) this connection came up. */
+    while (c->nprepared < pg->nstmts) {
+        pg_req *r = xcalloc(1, sizeof *r);
+        r->internal = true;
+        r->stmt = xstrdup(pg->stmts[c->nprepared].name);
+        r->sql = xstrdup(pg->stmts[c->nprepared].sql);
+        r->sync_after = true;
+        r->sent_ms = now;
+        if (send_one(c, r) < 0 || PQpipelineSync(c->conn) != 1) {
+            req_free(r);
+            conn_fail(c, PQerrorMessage(c->conn));
+            return;
+        }
+        if (!c->cur && !c->await_sync)
+            c->cur = r;
+        list_push(&c->inflight, r);
+        c->nprepared++;
+        sent = true;
+    }
+    while (c->pending.head && c->inflight.n < pg->opt.max_inflight) {
+        int group = 0;
+        for (;;) {
+            pg_req *r = list_pop(&c->pending);
+            r->sent_ms = now;
+            r->sync_after = false;
+            if (send_one(c, r) < 0) {
+                list_push(&c->inflight, r);
+                conn_fail(c, PQerrorMessage(c->conn));
+                return;
+            }
+            if (!c->cur && !c->await_sync)
+                c->cur = r;
+            list_push(&c->inflight, r);
+            group++;
+            pg_req *nx = c->pending.head;
+            bool batchable = (r->flags & PG_Q_BATCH) && !r->solo;
+            if (!batchable || !nx || !(nx->flags & PG_Q_BATCH) || nx->solo ||
+                group >= pg->opt.max_batch || c->inflight.n >= pg->opt.max_inflight) {
+                r->sync_after = true;
+                break;
+            }
+        }
+        if (PQpipelineSync(c->conn) != 1) {
+            conn_fail(c, PQerrorMessage(c->conn));
+            return;
+        }
+        sent = true;
+    }
+    if (sent) {
+        int f = PQflush(c->conn);
+        if (f < 0) {
+            conn_fail(c, PQerrorMessage(c->conn));
+            return;
+        }
+        conn_watch(c, f == 1 ? (UV_READABLE | UV_WRITABLE) : UV_READABLE);
+    }
+}
+
+static void on_prepare(uv_prepare_t *h)
+{
+    pg_client *pg = h->data;
+    uv_prepare_stop(&pg->prepare);
+    pg->prepare_active = false;
+    if (pg->failed.head)
+        fail_list(pg, &pg->failed, "unavailable: no database connection");
+    for (int i = 0; i < pg->nconns; i++)
+        if (pg->conns[i].pending.head)
+            conn_dispatch(&pg->conns[i]);
+}
+
+/* Arranges for on_prepare to run before the loop next blocks. */
+static void schedule(pg_client *pg)
+{
+    if (!pg->prepare_active && !pg->closing) {
+        pg->prepare_active = true;
+        uv_prepare_start(&pg->prepare, on_prepare);
+    }
+}
+
+/* Periodic checks: queue deadlines while no connection is up, stuck connections. */
+static void on_tick(uv_timer_t *t)
+{
+    pg_client *pg = t->data;
+    uint64_t now = now_ms(pg);
+    uint64_t stuck_after = (uint64_t)(pg->opt.statement_timeout_ms > 0
+                                          ? pg->opt.statement_timeout_ms
+                                          : 30000) + 5000;
+    for (int i = 0; i < pg->nconns; i++) {
+        pg_conn *c = &pg->conns[i];
+        if (c->state != CONN_READY) {
+            req_list keep = {0}, expired = {0};
+            pg_req *r;
+            while ((r = list_pop(&c->pending)))
+                list_push(r->deadline_ms <= now ? &expired : &keep, r);
+            c->pending = keep;
+            fail_list(pg, &expired, "unavailable: no database connection");
+        } else if (c->inflight.head && now - c->inflight.head->sent_ms > stuck_after) {
+            conn_fail(c, "no answer from the server");
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- public API */
+
+void pg_options_default(pg_options *o)
+{
+    o->pool_size = 4;
+    o->statement_timeout_ms = 5000;
+    o->connect_timeout_ms = 5000;
+    o->queue_timeout_ms = 2000;
+    o->backoff_min_ms = 100;
+    o->backoff_max_ms = 5000;
+    o->max_inflight = 512;
+    o->max_batch = 64;
+}
+
+pg_client *pg_new(uv_loop_t *loop, const char *conninfo, const pg_options *opt)
+{
+    pg_client *pg = xcalloc(1, sizeof *pg);
+    pg->loop = loop;
+    pg->conninfo = xstrdup(conninfo ? conninfo : "");
+    pg_options_default(&pg->opt);
+    if (opt)
+        pg->opt = *opt;
+    if (pg->opt.pool_size < 1)
+        pg->opt.pool_size = 1;
+    if (pg->opt.max_inflight < 1)
+        pg->opt.max_inflight = 1;
+    if (pg->opt.max_batch < 1)
+        pg->opt.max_batch = 1;
+    if (pg->opt.backoff_min_ms < 1)
+        pg->opt.backoff_min_ms = 1;
+    if (pg->opt.backoff_max_ms < pg->opt.backoff_min_ms)
+        pg->opt.backoff_max_ms = pg->opt.backoff_min_ms;
+    if (pg->opt.connect_timeout_ms < 1)
+        pg->opt.connect_timeout_ms = 5000;
+    pg->next_id = 1;
+    uv_prepare_init(loop, &pg->prepare);
+    pg->prepare.data = pg;
+    uv_timer_init(loop, &pg->tick);
+    pg->tick.data = pg;
+    uv_timer_start(&pg->tick, on_tick, 100, 100);
+    uv_unref((uv_handle_t *)&pg->tick);
+    pg->open_handles = 2;
+    pg->nconns = pg->opt.pool_size;
+    pg->conns = xcalloc((size_t)pg->nconns, sizeof *pg->conns);
+    for (int i = 0; i < pg->nconns; i++) {
+        pg_conn *c = &pg->conns[i];
+        c->pg = pg;
+        c->index = i;
+        uv_timer_init(loop, &c->timer);
+        c->timer.data = c;
+        pg->open_handles++;
+        conn_connect(c);
+    }
+    return pg;
+}
+
+static void client_handle_closed(uv_handle_t *h)
+{
+    pg_client *pg = h->data;
+    if (--pg->open_handles > 0)
+        return;
+    /* Queries submitted by callbacks during pg_free: nobody is left to answer. */
+    pg_req *r;
+    while ((r = list_pop(&pg->failed))) {
+        if (r->cb && r->on_cancel)
+            r->on_cancel(r->ctx);
+        req_free(r);
+    }
+    for (int i = 0; i < pg->nstmts; i++) {
+        free(pg->stmts[i].name);
+        free(pg->stmts[i].sql);
+    }
+    free(pg->stmts);
+    free(pg->conns);
+    free(pg->conninfo);
+    free(pg);
+}
+
+void pg_free(pg_client *pg)
+{
+    if (!pg || pg->closing)
+        return;
+    pg->closing = true;
+    const char *err = "unavailable: client closed";
+    fail_list(pg, &pg->failed, err);
+    for (int i = 0; i < pg->nconns; i++) {
+        pg_conn *c = &pg->conns[i];
+        conn_close_poll(c);
+        if (c->conn) {
+            PQfinish(c->conn);
+            c->conn = NULL;
+        }
+        c->state = CONN_CLOSED;
+        uv_timer_stop(&c->timer);
+        req_list inflight = c->inflight, pending = c->pending;
+        memset(&c->inflight, 0, sizeof c->inflight);
+        memset(&c->pending, 0, sizeof c->pending);
+        fail_list(pg, &inflight, err);
+        fail_list(pg, &pending, err);
+    }
+    for (int i = 0; i < pg->nconns; i++) {
+        pg->conns[i].timer.data = pg;
+        uv_close((uv_handle_t *)&pg->conns[i].timer, client_handle_closed);
+    }
+    uv_close((uv_handle_t *)&pg->prepare, client_handle_closed);
+    uv_close((uv_handle_t *)&pg->tick, client_handle_closed);
+}
+
+bool pg_is_ready(const pg_client *pg)
+{
+    if (!pg || pg->closing)
+        return false;
+    for (int i = 0; i < pg->nconns; i++)
+        if (pg->conns[i].state == CONN_READY)
+            return true;
+    return false;
+}
+
+static uint32_t fnv1a(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+/* Picks the connection for a query: the route key's own connection when it is up, else the
+ * least loaded connection that is up, else one that is connecting; NULL when none can serve. */
+static pg_conn *pick_conn(pg_client *pg, const char *route_key)
+{
+    pg_conn *home = route_key ? &pg->conns[fnv1a(route_key) % (uint32_t)pg->nconns] : NULL;
+    if (home && home->state == CONN_READY)
+        return home;
+    pg_conn *best = NULL;
+    for (int k = 0; k < pg->nconns; k++) {
+        pg_conn *c = &pg->conns[(pg->rr + k) % pg->nconns];
+        if (c->state != CONN_READY)
+            continue;
+        if (!best || c->pending.n + c->inflight.n < best->pending.n + best->inflight.n)
+            best = c;
+    }
+    pg->rr = (pg->rr + 1) % pg->nconns;
+    if (best)
+        return best;
+    if (home && home->state == CONN_CONNECTING)
+        return home;
+    for (int k = 0; k < pg->nconns; k++)
+        if (pg->conns[k].state == CONN_CONNECTING)
+            return &pg->conns[k];
+    return NULL;
+}
+
+pg_req_id pg_query_ex(pg_client *pg, const pg_query_opts *q, pg_cb cb, void *ctx)
+{
+    pg_req *r = xcalloc(1, sizeof *r);
+    r->id = pg->next_id++;
+    r->cb = cb;
+    r->ctx = ctx;
+    r->on_cancel = q->on_cancel;
+    r->flags = q->flags;
+    if (q->stmt)
+        r->stmt = xstrdup(q->stmt);
+    else
+        r->sql = xstrdup(q->sql ? q->sql : "");
+    r->nparams = q->nparams > 0 ? q->nparams : 0;
+    if (r->nparams) {
+        size_t total = (size_t)r->nparams * sizeof(char *);
+        for (int i = 0; i < r->nparams; i++)
+            if (q->params[i])
+                total += strlen(q->params[i]) + 1;
+        r->params = xmalloc(total);
+        char *p = (char *)(r->params + r->nparams);
+        for (int i = 0; i < r->nparams; i++) {
+            if (!q->params[i]) {
+                r->params[i] = NULL;
+                continue;
+            }
+            size_t n = strlen(q->params[i]) + 1;
+            memcpy(p, q->params[i], n);
+            r->params[i] = p;
+            p += n;
+        }
+    }
+    r->deadline_ms = now_ms(pg) + (uint64_t)pg->opt.queue_timeout_ms;
+    pg_conn *c = pg->closing ? NULL : pick_conn(pg, q->route_key);
+    list_push(c ? &c->pending : &pg->failed, r);
+    if (!pg->closing)
+        schedule(pg);
+    return r->id;
+}
+
+pg_req_id pg_query(pg_client *pg, const char *sql, int nparams, const char *const *params,
+                   pg_cb cb, void *ctx)
+{
+    pg_query_opts q = {.sql = sql, .nparams = nparams, .params = params};
+    return pg_query_ex(pg, &q, cb, ctx);
+}
+
+static pg_req *find_in(req_list *l, pg_req_id id)
+{
+    for (pg_req *r = l->head; r; r = r->next)
+        if (r->id == id && !r->internal)
+            return r;
+    return NULL;
+}
+
+bool pg_cancel(pg_client *pg, pg_req_id id)
+{
+    if (!pg || !id)
+        return false;
+    pg_req *r;
+    if ((r = find_in(&pg->failed, id))) {
+        list_remove(&pg->failed, r);
+        goto detached_unlinked;
+    }
+    for (int i = 0; i < pg->nconns; i++) {
+        pg_conn *c = &pg->conns[i];
+        if ((r = find_in(&c->pending, id))) {
+            list_remove(&c->pending, r);
+            goto detached_unlinked;
+        }
+        if ((r = find_in(&c->inflight, id)) && r->cb) {
+            /* Results still have to be read in order: keep the request, drop the callback. */
+            r->cb = NULL;
+            if (r->on_cancel)
+                r->on_cancel(r->ctx);
+            return true;
+        }
+    }
+    return false;
+detached_unlinked:
+    if (r->on_cancel)
+        r->on_cancel(r->ctx);
+    req_free(r);
+    return true;
+}
+
+void pg_prepare(pg_client *pg, const char *name, const char *sql)
+{
+    for (int i = 0; i < pg->nstmts; i++)
+        if (strcmp(pg->stmts[i].name, name) == 0)
+            return;
+    pg->stmts = xrealloc(pg->stmts, (size_t)(pg->nstmts + 1) * sizeof *pg->stmts);
+    pg->stmts[pg->nstmts].name = xstrdup(name);
+    pg->stmts[pg->nstmts].sql = xstrdup(sql);
+    pg->nstmts++;
+    schedule(pg);
+}
+
+pg_outcome pg_classify(const PGresult *res, const char *err)
+{
+    if (!err)
+        return PG_OUTCOME_OK;
+    if (!res)
+        return PG_OUTCOME_UNAVAILABLE;
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    if (!state)
+        return PG_OUTCOME_UNAVAILABLE;
+    /* 08 connection exception, 53 insufficient resources, 57 operator intervention (admin
+     * shutdown, query_canceled = statement_timeout, cannot_connect_now), 55P03 lock timeout,
+     * 40 serialization failure / deadlock. */
+    if (strncmp(state, "08", 2) == 0 || strncmp(state, "53", 2) == 0 ||
+        strncmp(state, "57", 2) == 0 || strcmp(state, "55P03") == 0 ||
+        strncmp(state, "40", 2) == 0)
+        return PG_OUTCOME_UNAVAILABLE;
+    return PG_OUTCOME_ERROR;
+}
+
+void pg_get_stats(const pg_client *pg, pg_stats *out)
+{
+    *out = pg->stats;
+    out->connections_ready = 0;
+    out->pending = pg->failed.n;
+    out->inflight = 0;
+    for (int i = 0; i < pg->nconns; i++) {
+        const pg_conn *c = &pg->conns[i];
+        if (c->state == CONN_READY)
+            out->connections_ready++;
+        out->pending += c->pending.n;
+        out->inflight += c->inflight.n;
+    }
+}

@@ -1,0 +1,111 @@
+/* Non-blocking PostgreSQL client on the libuv loop (STYLE §16-17).
+ *
+ * One pg_client per process owns a pool of N libpq connections, each driven by a uv_poll_t on
+ * PQsocket and a uv_timer_t (connect timeout, reconnect backoff). Every connection runs in libpq
+ * pipeline mode: all the queries submitted during one loop iteration go out together and their
+ * results come back in order, without a round trip per query. Queries flagged PG_Q_BATCH (such
+ * as message appends) may share one implicit transaction with their neighbours — one commit for
+ * many messages — and are re-run one by one if that shared transaction fails.
+ *
+ * Ordering: queries with the same route_key (use the chat id) always go to the same connection
+ * while it is up, so their results arrive in submission order.
+ *
+ * Failure: a connection that dies fails all its queries with res == NULL and err set
+ * ("unavailable: ..."), then reconnects by itself with exponential backoff (100 ms .. 5 s, with
+ * jitter). While no connection is up, new queries fail at once (or, while a connection attempt
+ * is under way, after queue_timeout_ms). statement_timeout is set on every connection.
+ *
+ * Callback contract: cb(ctx, res, err) runs exactly once per query, never synchronously inside
+ * pg_query, unless pg_cancel() was called first (then never). err == NULL: success, res is the
+ * result (PGRES_TUPLES_OK / PGRES_COMMAND_OK). err != NULL: failure; res is the server's error
+ * result when the server answered (read SQLSTATE with PQresultErrorField), NULL when the
+ * connection was lost or never available. res is borrowed: valid only during the callback.
+ * A callback may submit or cancel queries; it must not call pg_free. */
+#ifndef CHATD_STORE_PG_H
+#define CHATD_STORE_PG_H
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct pg_client pg_client;
+
+typedef struct pg_options {
+    int pool_size;            /* connections (4) */
+    int statement_timeout_ms; /* SET statement_timeout on each connection (5000; 0 = none) */
+    int connect_timeout_ms;   /* one connection attempt (5000) */
+    int queue_timeout_ms;     /* max wait for a connection that is being established (2000) */
+    int backoff_min_ms;       /* first reconnect delay (100) */
+    int backoff_max_ms;       /* reconnect delay cap (5000) */
+    int max_inflight;         /* queries in flight per connection (512) */
+    int max_batch;            /* PG_Q_BATCH queries per shared transaction (64) */
+} pg_options;
+
+void pg_options_default(pg_options *o);
+
+/* Creates the client and starts connecting (conninfo: URL or key=value string, copied).
+ * opt may be NULL (defaults). Never returns NULL. */
+pg_client *pg_new(uv_loop_t *loop, const char *conninfo, const pg_options *opt);
+
+/* Fails every pending query (callbacks run now with err "unavailable: client closed"), closes
+ * the connections and the uv handles; the memory is released by the handles' close callbacks,
+ * so the loop must run once more. pg is invalid after the call. Accepts NULL. Must not be called
+ * from inside a pg callback. */
+void pg_free(pg_client *pg);
+
+/* True when at least one connection is established (for /readyz). */
+bool pg_is_ready(const pg_client *pg);
+
+typedef void (*pg_cb)(void *ctx, const PGresult *res, const char *err);
+typedef uint64_t pg_req_id; /* 0 is never a valid id */
+
+/* Flags of pg_query_opts. */
+enum {
+    /* May share one implicit transaction with adjacent PG_Q_BATCH queries. Only for statements
+     * that do not raise for expected outcomes and are safe to re-run: if the shared transaction
+     * fails, every member is re-run alone and only a member failing alone reports an error. */
+    PG_Q_BATCH = 1u << 0,
+};
+
+typedef struct pg_query_opts {
+    const char *sql;            /* SQL text with $1.. placeholders, or NULL when stmt is set */
+    const char *stmt;           /* name registered with pg_prepare, or NULL */
+    int nparams;
+    const char *const *params;  /* text-format values (NULL entry = SQL NULL); copied */
+    const char *route_key;      /* e.g. the chat id: same key, same connection; NULL = any */
+    unsigned flags;             /* PG_Q_* */
+    void (*on_cancel)(void *ctx); /* called instead of cb when the query is cancelled, or NULL */
+} pg_query_opts;
+
+/* Queues a query. Returns its id (for pg_cancel). Text results. */
+pg_req_id pg_query_ex(pg_client *pg, const pg_query_opts *q, pg_cb cb, void *ctx);
+/* Shorthand: pg_query_ex with sql/nparams/params only. */
+pg_req_id pg_query(pg_client *pg, const char *sql, int nparams, const char *const *params,
+                   pg_cb cb, void *ctx);
+
+/* Detaches a query's callback (caller gone): cb will never run; on_cancel(ctx) runs now if set.
+ * The query itself may still execute. Returns false when the id is unknown (already done). */
+bool pg_cancel(pg_client *pg, pg_req_id id);
+
+/* Registers a prepared statement (name and sql copied), prepared on every connection before its
+ * first use and again after each reconnect. Registering an existing name is a no-op. */
+void pg_prepare(pg_client *pg, const char *name, const char *sql);
+
+/* Outcome of a callback, for mapping to the wire: OK, UNAVAILABLE (connection lost, database
+ * starting/stopping, statement or lock timeout), or ERROR (anything else: a bug or bad data). */
+typedef enum pg_outcome { PG_OUTCOME_OK = 0, PG_OUTCOME_UNAVAILABLE, PG_OUTCOME_ERROR } pg_outcome;
+pg_outcome pg_classify(const PGresult *res, const char *err);
+
+typedef struct pg_stats {
+    int connections_ready;
+    uint64_t queries;      /* completed (any outcome) */
+    uint64_t errors;       /* completed with err set */
+    uint64_t batches_retried;
+    uint64_t reconnects;
+    int pending;           /* queued, not yet sent */
+    int inflight;          /* sent, waiting for results */
+} pg_stats;
+void pg_get_stats(const pg_client *pg, pg_stats *out);
+
+#endif

@@ -1,0 +1,690 @@
+/* Integration tests for store/migrate.c, sql/ and store/pg.c + store/messages.c against a real
+ * PostgreSQL (URL in CHATD_TEST_DATABASE_URL; the whole file is skipped when it is unset).
+ *
+ *   tests/services.sh start /tmp/svc && . /tmp/svc/env && make build/tests/integration/test_pg \
+ *     && build/tests/integration/test_pg
+ *
+ * The restart test stops and starts that PostgreSQL with tests/services.sh; it needs the
+ * services dir (CHATD_TEST_SERVICES_DIR, or derived from PG_DATA=DIR/pg/data as written in
+ * DIR/env) and is skipped without it. Set CHATD_TEST_NO_PG_RESTART=1 to skip it when the
+ * database is shared with tests running in parallel. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "store/messages.h"
+#include "store/migrate.h"
+#include "store/pg.h"
+
+static const char *db_url;
+static PGconn *admin; /* blocking connection for setup and checks */
+static uv_loop_t loop;
+static uv_timer_t wake;
+static bool loop_ready;
+
+static void on_wake(uv_timer_t *t)
+{
+    (void)t;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Runs the loop until *cond becomes true (checked after each iteration) or timeout. */
+static bool run_until(bool (*cond)(void *), void *arg, double timeout_s)
+{
+    double end = now_s() + timeout_s;
+    uv_timer_start(&wake, on_wake, 5, 5);
+    bool ok;
+    while (!(ok = cond(arg)) && now_s() < end)
+        uv_run(&loop, UV_RUN_ONCE);
+    uv_timer_stop(&wake);
+    return ok;
+}
+
+static bool int_reaches(void *p)
+{
+    int *v = p;
+    return v[0] >= v[1];
+}
+
+static bool is_ready(void *p)
+{
+    return pg_is_ready(p);
+}
+
+static void exec_ok(const char *sql)
+{
+    PGresult *r = PQexec(admin, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQresultErrorMessage(r));
+    PQclear(r);
+}
+
+static long long scalar(const char *sql)
+{
+    PGresult *r = PQexec(admin, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+        fail_msg("%s: %s", sql, PQresultErrorMessage(r));
+    long long v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return v;
+}
+
+/* A fresh chat row; id written to out. */
+static void new_chat(char *out, size_t n, const char *status)
+{
+    static int counter;
+    snprintf(out, n, "test-%ld-%d-%d", (long)time(NULL), (int)getpid(), ++counter);
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO chats (id, org_id, status, customer_key, customer_id) "
+             "VALUES ('%s', 'org-test', '%s', 'cust-%s', 'cust-%s')",
+             out, status, out, out);
+    exec_ok(sql);
+}
+
+static pg_client *new_client(int pool)
+{
+    pg_options o;
+    pg_options_default(&o);
+    o.pool_size = pool;
+    pg_client *pg = pg_new(&loop, db_url, &o);
+    assert_true(run_until(is_ready, pg, 10));
+    return pg;
+}
+
+static void free_client(pg_client *pg)
+{
+    pg_free(pg);
+    for (int i = 0; i < 10; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    log_init_from_env();
+    db_url = getenv("CHATD_TEST_DATABASE_URL");
+    if (!db_url || !*db_url) {
+        fprintf(stderr, "test_pg: CHATD_TEST_DATABASE_URL unset, skipping "
+                        "(tests/services.sh start DIR && . DIR/env)\n");
+        return 0;
+    }
+    admin = PQconnectdb(db_url);
+    if (PQstatus(admin) != CONNECTION_OK) {
+        fprintf(stderr, "test_pg: cannot connect: %s", PQerrorMessage(admin));
+        PQfinish(admin);
+        admin = NULL;
+        return -1;
+    }
+    uv_loop_init(&loop);
+    uv_timer_init(&loop, &wake);
+    loop_ready = true;
+    char err[512];
+    const char *dir = getenv("CHATD_SQL_DIR") ? getenv("CHATD_SQL_DIR") : "sql";
+    if (store_migrate(db_url, dir, err, sizeof err) < 0) {
+        fprintf(stderr, "test_pg: migrate: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    if (!db_url || !*db_url || !loop_ready)
+        return 0;
+    uv_close((uv_handle_t *)&wake, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    int rc = uv_loop_close(&loop); /* UV_EBUSY would mean a leaked handle */
+    PQfinish(admin);
+    return rc == 0 ? 0 : -1;
+}
+
+#define NEED_DB()                                                                          \
+    do {                                                                                   \
+        if (!db_url || !*db_url)                                                           \
+            skip();                                                                        \
+    } while (0)
+
+/* ------------------------------------------------------------------ migrate */
+
+static void test_migrate_idempotent(void **state)
+{
+    (void)state;
+    NEED_DB();
+    char err[512];
+    const char *dir = getenv("CHATD_SQL_DIR") ? getenv("CHATD_SQL_DIR") : "sql";
+    /* group setup already migrated: nothing left to apply, twice */
+    assert_int_equal(store_migrate(db_url, dir, err, sizeof err), 0);
+    assert_int_equal(store_migrate(db_url, dir, err, sizeof err), 0);
+    assert_true(scalar("SELECT count(*) FROM schema_migrations") >= 2);
+    assert_int_equal(store_migrate("postgresql://nobody@127.0.0.1:1/x", dir, err, sizeof err), -1);
+    assert_true(strlen(err) > 0);
+    assert_int_equal(store_migrate(db_url, "/nonexistent-dir", err, sizeof err), -1);
+}
+
+/* ------------------------------------------------------------------ appends */
+
+typedef struct append_result {
+    pg_append_status st;
+    int64_t seq;
+    char id[64];
+    char created_at[40];
+    int order; /* completion order */
+    bool done;
+} append_result;
+
+typedef struct append_batch {
+    append_result *r;
+    int done;
+    int want;
+} append_batch;
+
+typedef struct append_slot {
+    append_batch *b;
+    int i;
+} append_slot;
+
+static void on_append(void *ctx, pg_append_status st, const pg_message *m,
+                      const pg_chat_state *chat, const char *err)
+{
+    append_slot *s = ctx;
+    append_result *r = &s->b->r[s->i];
+    assert_false(r->done);
+    r->done = true;
+    r->st = st;
+    r->order = s->b->done++;
+    if (m) {
+        r->seq = m->seq;
+        snprintf(r->id, sizeof r->id, "%s", m->id);
+        snprintf(r->created_at, sizeof r->created_at, "%s", m->created_at);
+        assert_non_null(chat);
+    }
+    (void)err;
+}
+
+static void send_append(pg_client *pg, append_batch *b, append_slot *slots, int i,
+                        const char *chat, const char *client_id, const char *text)
+{
+    slots[i].b = b;
+    slots[i].i = i;
+    pg_append_req req = {.chat_id = chat, .org_id = "org-test", .client_id = client_id,
+                         .sender_type = "customer", .sender_id = "cust", .sender_name = "Cust",
+                         .text = text, .owner_version = -1};
+    assert_true(pg_append_message(pg, &req, on_append, &slots[i]) != 0);
+}
+
+static void test_append_500_gap_free(void **state)
+{
+    (void)state;
+    NEED_DB();
+    pg_client *pg = new_client(4);
+    char chat[64];
+    new_chat(chat, sizeof chat, "assigned");
+    enum { N = 500 };
+    append_batch b = {.r = calloc(N, sizeof(append_result)), .want = N};
+    append_slot *slots = calloc(N, sizeof *slots);
+    /* Five "senders" interleaved, all submitted before the loop runs: they go out pipelined. */
+    for (int i = 0; i < N; i++) {
+        char cid[32], text[32];
+        snprintf(cid, sizeof cid, "s%d-%d", i % 5, i / 5);
+        snprintf(text, sizeof text, "message %d", i);
+        send_append(pg, &b, slots, i, chat, cid, text);
+    }
+    double t0 = now_s();
+    assert_true(run_until(int_reaches, &b.done, 20));
+    double dt = now_s() - t0;
+    char *seen = calloc(N + 1, 1);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(b.r[i].st, PG_APPEND_OK);
+        assert_true(b.r[i].seq >= 1 && b.r[i].seq <= N);
+        assert_false(seen[b.r[i].seq]);
+        seen[b.r[i].seq] = 1;
+        /* one chat = one connection: completions come back in seq order */
+        assert_int_equal(b.r[i].order + 1, b.r[i].seq);
+        assert_int_equal(strlen(b.r[i].created_at), 24); /* 2026-01-02T03:04:05.678Z */
+        assert_int_equal(b.r[i].created_at[23], 'Z');
+    }
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM messages WHERE chat_id = '%s'", chat);
+    assert_int_equal(scalar(sql), N);
+    snprintf(sql, sizeof sql, "SELECT max(seq) FROM messages WHERE chat_id = '%s'", chat);
+    assert_int_equal(scalar(sql), N);
+    snprintf(sql, sizeof sql, "SELECT last_seq FROM chats WHERE id = '%s'", chat);
+    assert_int_equal(scalar(sql), N);
+    fprintf(stderr, "test_pg: 500 appends into one chat: %.1f ms (%.0f appends/s)\n", dt * 1e3,
+            N / dt);
+    free(seen);
+    free(slots);
+    free(b.r);
+    free_client(pg);
+}
+
+/* Throughput: many chats, many appends, all in flight at once. */
+static void test_append_throughput(void **state)
+{
+    (void)state;
+    NEED_DB();
+    pg_client *pg = new_client(4);
+    enum { CHATS = 100, PER = 50, N = CHATS * PER };
+    char (*chats)[64] = calloc(CHATS, 64);
+    for (int c = 0; c < CHATS; c++)
+        new_chat(chats[c], 64, "assigned");
+    append_batch b = {.r = calloc(N, sizeof(append_result)), .want = N};
+    append_slot *slots = calloc(N, sizeof *slots);
+    double t0 = now_s();
+    for (int i = 0; i < N; i++) {
+        char cid[32];
+        snprintf(cid, sizeof cid, "c%d", i / CHATS);
+        send_append(pg, &b, slots, i, chats[i % CHATS], cid, "hello there");
+    }
+    assert_true(run_until(int_reaches, &b.done, 60));
+    double dt = now_s() - t0;
+    for (int i = 0; i < N; i++)
+        assert_int_equal(b.r[i].st, PG_APPEND_OK);
+    /* per chat, the i-th submitted append got seq i (order preserved per chat) */
+    for (int i = 0; i < N; i++)
+        assert_int_equal(b.r[i].seq, i / CHATS + 1);
+    fprintf(stderr, "test_pg: %d appends over %d chats: %.1f ms (%.0f appends/s)\n", N, CHATS,
+            dt * 1e3, N / dt);
+    free(slots);
+    free(b.r);
+    free(chats);
+    free_client(pg);
+}
+
+static void test_append_idempotent(void **state)
+{
+    (void)state;
+    NEED_DB();
+    pg_client *pg = new_client(2);
+    char chat[64];
+    new_chat(chat, sizeof chat, "ai");
+    append_batch b = {.r = calloc(4, sizeof(append_result)), .want = 3};
+    append_slot slots[4];
+    /* same clientId twice in the same pipeline, plus another message in between */
+    send_append(pg, &b, slots, 0, chat, "dup", "first");
+    send_append(pg, &b, slots, 1, chat, "other", "x");
+    send_append(pg, &b, slots, 2, chat, "dup", "first (retry)");
+    assert_true(run_until(int_reaches, &b.done, 10));
+    assert_int_equal(b.r[0].st, PG_APPEND_OK);
+    assert_int_equal(b.r[1].st, PG_APPEND_OK);
+    assert_int_equal(b.r[2].st, PG_APPEND_REPLAY);
+    assert_string_equal(b.r[0].id, b.r[2].id);
+    assert_int_equal(b.r[0].seq, 1);
+    assert_int_equal(b.r[2].seq, 1);
+    assert_int_equal(b.r[1].seq, 2);
+    /* later retry, too */
+    b.want = 4;
+    send_append(pg, &b, slots, 3, chat, "dup", "again");
+    assert_true(run_until(int_reaches, &b.done, 10));
+    assert_int_equal(b.r[3].st, PG_APPEND_REPLAY);
+    assert_string_equal(b.r[3].id, b.r[0].id);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM messages WHERE chat_id = '%s'", chat);
+    assert_int_equal(scalar(sql), 2);
+    snprintf(sql, sizeof sql, "SELECT last_seq FROM chats WHERE id = '%s'", chat);
+    assert_int_equal(scalar(sql), 2); /* no seq consumed by the replays */
+    free(b.r);
+    free_client(pg);
+}
+
+static void test_append_closed_and_not_found(void **state)
+{
+    (void)state;
+    NEED_DB();
+    pg_client *pg = new_client(2);
+    char chat[64], sql[256];
+    new_chat(chat, sizeof chat, "assigned");
+    append_batch b = {.r = calloc(8, sizeof(append_result)), .want = 1};
+    append_slot slots[8];
+    send_append(pg, &b, slots, 0, chat, "before-close", "hi");
+    assert_true(run_until(int_reaches, &b.done, 10));
+    snprintf(sql, sizeof sql, "UPDATE chats SET status = 'closed' WHERE id = '%s'", chat);
+    exec_ok(sql);
+    b.want = 6;
+    send_append(pg, &b, slots, 1, chat, "after-close", "late");       /* conflict */
+    send_append(pg, &b, slots, 2, chat, "before-close", "retry");     /* still a replay */
+    send_append(pg, &b, slots, 3, "no-such-chat", "x", "x");          /* not found */
+    send_append(pg, &b, slots, 4, "'; DROP TABLE chats; --", "x", "x"); /* malformed id */
+    /* another org's chat is not_found too */
+    slots[5].b = &b;
+    slots[5].i = 5;
+    pg_append_req req = {.chat_id = chat, .org_id = "org-other", .client_id = "y",
+                         .sender_type = "agent", .sender_id = "a", .text = "x",
+                         .owner_version = -1};
+    pg_append_message(pg, &req, on_append, &slots[5]);
+    assert_true(run_until(int_reaches, &b.done, 10));
+    assert_int_equal(b.r[1].st, PG_APPEND_CLOSED);
+    assert_int_equal(b.r[2].st, PG_APPEND_REPLAY);
+    assert_string_equal(b.r[2].id, b.r[0].id);
+    assert_int_equal(b.r[3].st, PG_APPEND_NOT_FOUND);
+    assert_int_equal(b.r[4].st, PG_APPEND_NOT_FOUND);
+    assert_int_equal(b.r[5].st, PG_APPEND_NOT_FOUND);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM messages WHERE chat_id = '%s'", chat);
+    assert_int_equal(scalar(sql), 1);
+    free(b.r);
+    free_client(pg);
+}
+
+static void test_append_owner_version(void **state)
+{
+    (void)state;
+    NEED_DB();
+    pg_client *pg = new_client(1);
+    char chat[64], sql[256];
+    new_chat(chat, sizeof chat, "ai");
+    snprintf(sql, sizeof sql, "UPDATE chats SET owner_version = 7 WHERE id = '%s'", chat);
+    exec_ok(sql);
+    append_batch b = {.r = calloc(2, sizeof(append_result)), .want = 2};
+    append_slot slots[2];
+    for (int i = 0; i < 2; i++) {
+        slots[i].b = &b;
+        slots[i].i = i;
+        pg_append_req req = {.chat_id = chat, .sender_type = "ai", .sender_name = "Bot",
+                             .text = "tokens", .owner_version = i == 0 ? 6 : 7};
+        pg_append_message(pg, &req, on_append, &slots[i]);
+    }
+    assert_true(run_until(int_reaches, &b.done, 10));
+    assert_int_equal(b.r[0].st, PG_APPEND_STALE);
+    assert_int_equal(b.r[1].st, PG_APPEND_OK);
+    assert_int_equal(b.r[1].seq, 1);
+    free(b.r);
+    free_client(pg);
+}
+
+/* ------------------------------------------------------------------ raw queries */
+
+typedef struct q_result {
+    int done;
+    int want;
+    int ok;
+    int failed;
+    int calls[16];
+    char val[16][64];
+    pg_outcome outcome[16];
+} q_result;
+
+typedef struct q_slot {
+    q_result *q;
+    int i;
+} q_slot;
+
+static void on_query(void *ctx, const PGresult *res, const char *err)
+{
+    q_slot *s = ctx;
+    s->q->calls[s->i]++;
+    s->q->done++;
+    s->q->outcome[s->i] = pg_classify(res, err);
+    if (err) {
+        s->q->failed++;
+        snprintf(s->q->val[s->i], 64, "ERR");
+    } else {
+        s->q->ok++;
+        if (PQntuples(res) > 0)
+            snprintf(s->q->val[s->i], 64, "%s", PQgetvalue(res, 0, 0));
+    }
+}
+
+static void test_query_errors_and_batch_retry(void **state)
+{
+    (void)state;
+    NEED_DB();
+    pg_client *pg = new_client(1);
+    q_result q = {.want = 6};
+    q_slot s[6];
+    for (int i = 0; i < 6; i++) {
+        s[i].q = &q;
+        s[i].i = i;
+    }
+    const char *p[1] = {"41"};
+    pg_query_opts batch = {.sql = "SELECT $1::int + 1", .nparams = 1, .params = p,
+                           .flags = PG_Q_BATCH};
+    pg_query_opts bad = {.sql = "SELECT 1/0", .flags = PG_Q_BATCH};
+    /* one shared transaction: ok, ok, error, ok -> error must not take the others down */
+    pg_query_ex(pg, &batch, on_query, &s[0]);
+    pg_query_ex(pg, &batch, on_query, &s[1]);
+    pg_query_ex(pg, &bad, on_query, &s[2]);
+    pg_query_ex(pg, &batch, on_query, &s[3]);
+    pg_query(pg, "SELEC syntax error", 0, NULL, on_query, &s[4]); /* alone */
+    pg_query(pg, "SELECT 'after'", 0, NULL, on_query, &s[5]);
+    assert_true(run_until(int_reaches, &q.done, 10));
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(q.calls[i], 1);
+    assert_string_equal(q.val[0], "42");
+    assert_string_equal(q.val[1], "42");
+    assert_string_equal(q.val[2], "ERR");
+    assert_int_equal(q.outcome[2], PG_OUTCOME_ERROR);
+    assert_string_equal(q.val[3], "42");
+    assert_string_equal(q.val[4], "ERR");
+    assert_string_equal(q.val[5], "after");
+    pg_stats st;
+    pg_get_stats(pg, &st);
+    assert_true(st.batches_retried >= 1);
+    free_client(pg);
+}
+
+static int cancelled_ctx_freed;
+static void on_cancel_hook(void *ctx)
+{
+    (void)ctx;
+    cancelled_ctx_freed++;
+}
+
+static void test_cancel(void **state)
+{
+    (void)state;
+    NEED_DB();
+    pg_client *pg = new_client(1);
+    q_result q = {.want = 2};
+    q_slot s[3] = {{&q, 0}, {&q, 1}, {&q, 2}};
+    pg_query_opts o = {.sql = "SELECT pg_sleep(0.05)", .on_cancel = on_cancel_hook};
+    pg_query(pg, "SELECT 1", 0, NULL, on_query, &s[0]);
+    pg_req_id id = pg_query_ex(pg, &o, on_query, &s[1]);
+    pg_query(pg, "SELECT 3", 0, NULL, on_query, &s[2]);
+    assert_true(pg_cancel(pg, id));      /* still pending: removed */
+    assert_false(pg_cancel(pg, id));     /* unknown now */
+    assert_int_equal(cancelled_ctx_freed, 1);
+    assert_true(run_until(int_reaches, &q.done, 10));
+    assert_int_equal(q.calls[1], 0);
+    /* cancel while in flight: the query runs, the callback does not */
+    q.want = 3;
+    id = pg_query_ex(pg, &o, on_query, &s[1]);
+    pg_query(pg, "SELECT 4", 0, NULL, on_query, &s[2]);
+    uv_run(&loop, UV_RUN_NOWAIT); /* sends both */
+    assert_true(pg_cancel(pg, id));
+    assert_int_equal(cancelled_ctx_freed, 2);
+    assert_true(run_until(int_reaches, &q.done, 10));
+    assert_int_equal(q.calls[1], 0);
+    assert_int_equal(q.calls[2], 2);
+    free_client(pg);
+}
+
+/* pg_free with queries pending: every callback runs once with an error. */
+static void test_free_fails_pending(void **state)
+{
+    (void)state;
+    NEED_DB();
+    pg_client *pg = new_client(2);
+    q_result q = {.want = 3};
+    q_slot s[3] = {{&q, 0}, {&q, 1}, {&q, 2}};
+    for (int i = 0; i < 3; i++)
+        pg_query(pg, "SELECT 1", 0, NULL, on_query, &s[i]);
+    free_client(pg);
+    assert_int_equal(q.done, 3);
+    assert_int_equal(q.failed, 3);
+}
+
+static void test_message_json(void **state)
+{
+    (void)state;
+    pg_message m = {.id = "m1", .chat_id = "c1", .seq = 3, .client_id = "k\"1",
+                    .sender_type = "customer", .sender_id = "u", .sender_name = NULL,
+                    .text = "hi\n", .attachments_json = "[]",
+                    .created_at = "2026-01-02T03:04:05.678Z"};
+    buf_t b;
+    buf_init(&b);
+    pg_message_to_json(&m, &b);
+    assert_string_equal(b.data,
+                        "{\"id\":\"m1\",\"chatId\":\"c1\",\"seq\":3,\"clientId\":\"k\\\"1\","
+                        "\"sender\":{\"type\":\"customer\",\"id\":\"u\"},\"text\":\"hi\\n\","
+                        "\"attachments\":[],\"createdAt\":\"2026-01-02T03:04:05.678Z\"}");
+    buf_free(&b);
+}
+
+/* ------------------------------------------------------------------ outage */
+
+static const char *services_dir(char *buf, size_t n)
+{
+    const char *d = getenv("CHATD_TEST_SERVICES_DIR");
+    if (d && *d)
+        return d;
+    const char *data = getenv("PG_DATA"); /* DIR/pg/data */
+    if (!data || !*data)
+        return NULL;
+    snprintf(buf, n, "%s", data);
+    for (int k = 0; k < 2; k++) {
+        char *slash = strrchr(buf, '/');
+        if (!slash)
+            return NULL;
+        *slash = '\0';
+    }
+    return buf;
+}
+
+static int services(const char *cmd, const char *dir)
+{
+    char line[1024];
+    const char *script = getenv("CHATD_SERVICES_SH") ? getenv("CHATD_SERVICES_SH")
+                                                     : "tests/services.sh";
+    snprintf(line, sizeof line, "bash %s %s '%s' >&2", script, cmd, dir);
+    return system(line);
+}
+
+static bool all_ready(void *p)
+{
+    pg_stats st;
+    pg_get_stats(p, &st);
+    return st.connections_ready == 3;
+}
+
+static bool not_ready(void *p)
+{
+    return !pg_is_ready(p);
+}
+
+static void test_restart_recovers(void **state)
+{
+    (void)state;
+    NEED_DB();
+    char buf[512];
+    const char *dir = services_dir(buf, sizeof buf);
+    if (!dir || getenv("CHATD_TEST_NO_PG_RESTART")) {
+        fprintf(stderr, "test_pg: no services dir (CHATD_TEST_SERVICES_DIR/PG_DATA), "
+                        "skipping the restart test\n");
+        skip();
+    }
+    pg_options o;
+    pg_options_default(&o);
+    o.pool_size = 3;
+    o.backoff_max_ms = 500;
+    pg_client *pg = pg_new(&loop, db_url, &o);
+    assert_true(run_until(all_ready, pg, 10));
+    char chat[64];
+    new_chat(chat, sizeof chat, "assigned");
+    PQfinish(admin);
+    admin = NULL;
+
+    /* Queries in flight when PostgreSQL goes away. */
+    q_result q = {.want = 4};
+    q_slot s[4] = {{&q, 0}, {&q, 1}, {&q, 2}, {&q, 3}};
+    for (int i = 0; i < 4; i++) {
+        /* all on one connection (same route key), one running, three queued behind it */
+        pg_query_opts qo = {.sql = "SELECT pg_sleep(3)", .route_key = "same"};
+        pg_query_ex(pg, &qo, on_query, &s[i]);
+    }
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(services("stop-pg", dir), 0);
+    double t_stop = now_s();
+    assert_true(run_until(int_reaches, &q.done, 10));
+    assert_true(now_s() - t_stop < 2.0); /* noticed at once, not by a timeout */
+    assert_int_equal(q.failed, 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(q.outcome[i], PG_OUTCOME_UNAVAILABLE);
+    assert_true(run_until(not_ready, pg, 5));
+    assert_false(pg_is_ready(pg));
+
+    /* While it is down, appends answer unavailable quickly. */
+    append_batch b = {.r = calloc(10, sizeof(append_result)), .want = 5};
+    append_slot slots[10];
+    double t0 = now_s();
+    for (int i = 0; i < 5; i++) {
+        char cid[16];
+        snprintf(cid, sizeof cid, "down%d", i);
+        send_append(pg, &b, slots, i, chat, cid, "lost");
+    }
+    assert_true(run_until(int_reaches, &b.done, 10));
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(b.r[i].st, PG_APPEND_UNAVAILABLE);
+    assert_true(now_s() - t0 < 5.0);
+
+    /* Back up: the client reconnects by itself. */
+    assert_int_equal(services("start-pg", dir), 0);
+    assert_true(run_until(is_ready, pg, 15));
+    b.want = 10;
+    for (int i = 5; i < 10; i++) {
+        char cid[16];
+        snprintf(cid, sizeof cid, "up%d", i);
+        send_append(pg, &b, slots, i, chat, cid, "back");
+    }
+    assert_true(run_until(int_reaches, &b.done, 10));
+    for (int i = 5; i < 10; i++) {
+        /* a connection may still be reconnecting: retry once if so */
+        assert_int_equal(b.r[i].st, PG_APPEND_OK);
+        assert_int_equal(b.r[i].seq, i - 4);
+    }
+    pg_stats st;
+    pg_get_stats(pg, &st);
+    assert_true(st.reconnects >= 1);
+    free(b.r);
+    free_client(pg);
+    admin = PQconnectdb(db_url);
+    assert_int_equal(PQstatus(admin), CONNECTION_OK);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_message_json),
+        cmocka_unit_test(test_migrate_idempotent),
+        cmocka_unit_test(test_append_500_gap_free),
+        cmocka_unit_test(test_append_throughput),
+        cmocka_unit_test(test_append_idempotent),
+        cmocka_unit_test(test_append_closed_and_not_found),
+        cmocka_unit_test(test_append_owner_version),
+        cmocka_unit_test(test_query_errors_and_batch_retry),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_free_fails_pending),
+        cmocka_unit_test(test_restart_recovers),
+    };
+    if (getenv("CHATD_TEST_FILTER")) /* e.g. CHATD_TEST_FILTER='*restart*' */
+        cmocka_set_test_filter(getenv("CHATD_TEST_FILTER"));
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
