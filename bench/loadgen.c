@@ -28,6 +28,7 @@
  * connection and is counted, it never crashes the generator.
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -208,6 +209,8 @@ static struct {
     double min_ratio;
     pid_t pids[16];
     int npids;
+    pid_t trees[8];       /* --pid-tree: a process, its reaped children and its live children */
+    int ntrees;
     const char *cpu_cmd;
     const char *token;
     const char *customer_tokens; /* file, one token per line (persist) */
@@ -344,12 +347,64 @@ static double proc_cpu_s(pid_t pid)
     return (double)(ut + stt) / (double)sysconf(_SC_CLK_TCK);
 }
 
-/* Server-side CPU seconds: --pid processes plus the output of --cpu-cmd (seconds). */
+/* utime+stime+cutime+cstime of pid (its own and its reaped children's CPU), in seconds. */
+static double proc_cpu_with_reaped_s(pid_t pid, pid_t *ppid)
+{
+    char path[64], line[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(line, 1, sizeof(line) - 1, f);
+    fclose(f);
+    line[n] = 0;
+    char *p = strrchr(line, ')');
+    if (!p)
+        return -1;
+    int pp = 0;
+    unsigned long ut = 0, stt = 0;
+    long cut = 0, cst = 0;
+    if (sscanf(p + 2, "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %ld %ld", &pp, &ut, &stt, &cut,
+               &cst) != 5)
+        return -1;
+    if (ppid)
+        *ppid = pp;
+    return (double)(ut + stt + (unsigned long)cut + (unsigned long)cst) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* CPU of root with everything it reaped, plus its live children's own CPU (one /proc scan). */
+static double tree_cpu_s(pid_t root)
+{
+    double s = proc_cpu_with_reaped_s(root, NULL);
+    if (s < 0)
+        return 0;
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] < '1' || de->d_name[0] > '9')
+            continue;
+        pid_t pid = (pid_t)atoi(de->d_name), pp = 0;
+        if (pid == root)
+            continue;
+        /* cheap parent check first; only children get their full figure */
+        double v = proc_cpu_with_reaped_s(pid, &pp);
+        if (v >= 0 && pp == root)
+            s += proc_cpu_s(pid);
+    }
+    if (d)
+        closedir(d);
+    return s;
+}
+
+/* Server-side CPU seconds: --pid processes, --pid-tree trees, plus the output of --cpu-cmd
+ * (which blocks the generator while it runs: prefer --pid-tree). */
 static double server_cpu_s(void)
 {
     double s = 0;
     for (int i = 0; i < opt.npids; i++)
         s += proc_cpu_s(opt.pids[i]);
+    for (int i = 0; i < opt.ntrees; i++)
+        s += tree_cpu_s(opt.trees[i]);
     if (opt.cpu_cmd) {
         FILE *f = popen(opt.cpu_cmd, "r");
         if (f) {
@@ -1197,7 +1252,8 @@ static void usage(void)
             "  --size B                   text bytes per message (32)\n"
             "  --ramp --ramp-factor F --ramp-steps N --ramp-retries N --slo-ms MS --min-ratio R\n"
             "  --pid PID (repeatable)     server processes for CPU and RSS\n"
-            "  --cpu-cmd CMD              extra server CPU seconds printed by CMD\n"
+            "  --pid-tree PID             a process tree's CPU (e.g. the postmaster and its backends)\n"
+            "  --cpu-cmd CMD              extra server CPU seconds printed by CMD (blocks while it runs)\n"
             "  --token T                  auth token (bench)\n"
             "  --customer-tokens FILE --agent-token T | --agent-tokens FILE\n"
             "  --auth-extra JSON          members appended to the auth object (persist)\n"
@@ -1217,7 +1273,7 @@ static void parse_args(int argc, char **argv)
         {"ramp-factor", 1, 0, 'f'},   {"ramp-steps", 1, 0, 'S'},    {"slo-ms", 1, 0, 'L'},
         {"min-ratio", 1, 0, 'm'},     {"pid", 1, 0, 'P'},           {"cpu-cmd", 1, 0, 'X'},
         {"token", 1, 0, 'k'},         {"customer-tokens", 1, 0, 'K'}, {"agent-token", 1, 0, 'a'},
-        {"auth-extra", 1, 0, 'e'},    {"agent-tokens", 1, 0, 'G'},    {"ramp-retries", 1, 0, 'y'},    {"label", 1, 0, 'l'},         {"help", 0, 0, '?'},
+        {"auth-extra", 1, 0, 'e'},    {"pid-tree", 1, 0, 'Q'},    {"agent-tokens", 1, 0, 'G'},    {"ramp-retries", 1, 0, 'y'},    {"label", 1, 0, 'l'},         {"help", 0, 0, '?'},
         {0, 0, 0, 0},
     };
     int ch;
@@ -1256,6 +1312,9 @@ static void parse_args(int argc, char **argv)
             if (opt.npids < 16) opt.pids[opt.npids++] = (pid_t)atoi(optarg);
             break;
         case 'X': opt.cpu_cmd = optarg; break;
+        case 'Q':
+            if (opt.ntrees < 8) opt.trees[opt.ntrees++] = (pid_t)atoi(optarg);
+            break;
         case 'k': opt.token = optarg; break;
         case 'K': opt.customer_tokens = optarg; break;
         case 'a': opt.agent_token = optarg; break;
