@@ -1,0 +1,139 @@
+// Refusals and limits with the real socket.io-client 4.x (and fetch for the
+// raw HTTP cases): CONNECT_ERROR for an unknown namespace ("Invalid
+// namespace") and for a missing token on bench-server /chat; a message just
+// under maxPayload passes and one byte over closes the WebSocket; a polling
+// POST over maxPayload gets HTTP 413.
+import { test, before, after, afterEach } from "node:test";
+import assert from "node:assert/strict";
+import { startServer, NORMAL_TIMING, client, connect, connected, closeAll, once } from "./lib.mjs";
+
+const MAX = 10000;
+let conf, bench, small;
+before(async () => {
+  [conf, bench, small] = await Promise.all([
+    startServer("conformance", NORMAL_TIMING),
+    startServer("bench-server", NORMAL_TIMING),
+    startServer("conformance", { ...NORMAL_TIMING, CHATD_MAX_PAYLOAD: String(MAX) }),
+  ]);
+});
+after(async () => {
+  closeAll();
+  await Promise.all([conf, bench, small].filter(Boolean).map((s) => s.stop()));
+});
+afterEach(() => closeAll());
+
+const TRANSPORTS = [["websocket"], ["polling"]];
+
+async function connectError(url, nsp, opts) {
+  const s = client(url, nsp, opts);
+  await assert.rejects(connected(s), (err) => {
+    s.connectError = err;
+    return true;
+  });
+  return s.connectError;
+}
+
+test("connect error: unknown namespace on conformance -> Invalid namespace", async () => {
+  for (const transports of TRANSPORTS) {
+    const err = await connectError(conf.url, "/random", { transports });
+    assert.equal(err.message, "Invalid namespace", `transports ${transports}`);
+    // the same Engine.IO connection still serves a valid namespace
+    const s = await connect(conf.url, "/", { transports });
+    assert.equal(s.connected, true);
+  }
+});
+
+test("connect error: bench-server refuses / and unknown namespaces", async () => {
+  for (const nsp of ["/", "/other"]) {
+    const err = await connectError(bench.url, nsp, { transports: ["websocket"], auth: { token: "t" } });
+    assert.equal(err.message, "Invalid namespace", `namespace ${nsp}`);
+  }
+});
+
+test("connect error: bench-server /chat without a token", async () => {
+  for (const transports of TRANSPORTS) {
+    for (const auth of [undefined, {}, { token: "" }, { token: 5 }]) {
+      const err = await connectError(bench.url, "/chat", { transports, ...(auth ? { auth } : {}) });
+      assert.equal(err.message, "unauthorized", `auth ${JSON.stringify(auth)}`);
+      assert.deepEqual(err.data, { code: "token_missing" });
+    }
+    const ok = await connect(bench.url, "/chat", { transports, auth: { token: "x" } });
+    assert.equal(ok.connected, true);
+  }
+});
+
+// `42["message","<s>"]` is 16 + s.length bytes for ASCII s.
+const FRAME_OVERHEAD = 16;
+
+test("websocket message of exactly maxPayload bytes passes, one byte more closes the connection", async () => {
+  const s = await connect(small.url, "/", { transports: ["websocket"] });
+  const under = "u".repeat(MAX - FRAME_OVERHEAD);
+  const back = once(s, "message-back");
+  s.emit("message", under);
+  assert.equal((await back)[0].length, under.length);
+
+  const disc = once(s, "disconnect", 5000);
+  s.emit("message", "o".repeat(MAX - FRAME_OVERHEAD + 1));
+  const [reason] = await disc;
+  assert.ok(["transport close", "transport error"].includes(reason), `reason ${reason}`);
+});
+
+test("polling-only client over maxPayload loses its connection", async () => {
+  const s = await connect(small.url, "/", { transports: ["polling"] });
+  const under = "u".repeat(MAX - 2000);
+  const back = once(s, "message-back");
+  s.emit("message", under);
+  assert.equal((await back)[0].length, under.length);
+  const disc = once(s, "disconnect", 5000);
+  s.emit("message", "o".repeat(MAX + 100));
+  const [reason] = await disc;
+  assert.ok(["transport close", "transport error"].includes(reason), `reason ${reason}`);
+});
+
+async function handshake(url) {
+  const res = await fetch(`${url}/socket.io/?EIO=4&transport=polling`);
+  assert.equal(res.status, 200);
+  const body = await res.text();
+  assert.equal(body[0], "0");
+  const open = JSON.parse(body.slice(1));
+  assert.equal(open.maxPayload, MAX);
+  return open.sid;
+}
+
+const post = (url, sid, body) =>
+  fetch(`${url}/socket.io/?EIO=4&transport=polling&sid=${sid}`, {
+    method: "POST",
+    body,
+    headers: { "Content-Type": "text/plain;charset=UTF-8" },
+  });
+
+const get = async (url, sid) => {
+  const g = await fetch(`${url}/socket.io/?EIO=4&transport=polling&sid=${sid}`);
+  assert.equal(g.status, 200);
+  return g.text();
+};
+
+test("polling POST of exactly maxPayload bytes is accepted, one byte more gets 413", async () => {
+  // body: one event record, 16 + s bytes
+  const body = (n) => `42["message","${"p".repeat(n - FRAME_OVERHEAD)}"]`;
+
+  const sid = await handshake(small.url);
+  assert.equal((await post(small.url, sid, "40")).status, 200);
+  let seen = "";
+  for (let i = 0; i < 5 && !seen.includes('42["auth"'); i++) seen += await get(small.url, sid);
+  assert.match(seen, /^40\{"sid":"[^"]+"\}/, "CONNECT reply");
+
+  assert.equal(Buffer.byteLength(body(MAX)), MAX);
+  const ok = await post(small.url, sid, body(MAX));
+  assert.equal(ok.status, 200);
+  assert.equal(await ok.text(), "ok");
+  // the event was processed: message-back comes on the next GET
+  seen = "";
+  for (let i = 0; i < 5 && !seen.includes("message-back"); i++) seen += await get(small.url, sid);
+  assert.ok(seen.startsWith('42["message-back","ppp'), "message-back received over polling");
+  assert.equal(seen.length, MAX + 5);
+
+  const over = await post(small.url, sid, body(MAX + 1));
+  assert.equal(over.status, 413);
+  await over.arrayBuffer();
+});
