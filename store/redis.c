@@ -18,7 +18,6 @@
  */
 #include "store/redis.h"
 
-#include <adapters/libuv.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <hiredis/async.h>
@@ -47,6 +46,7 @@ typedef struct rconn {
     int init_pending;      /* init replies still expected */
     bool init_failed;
     bool dropping;         /* inside conn_drop: on_disconnect must not reschedule */
+    bool quiet;            /* a failure was logged since the last READY: log at debug */
     const char *fail_reason;
     char ip[64];
 } rconn;
@@ -340,6 +340,96 @@ static void on_check_timer(uv_timer_t *t)
     }
 }
 
+/* ---- libuv adapter ----
+ * Our own copy of hiredis' adapters/libuv.h. The 0.14 version returns early
+ * when uv_poll reports an error status, so a refused connect (EPOLLERR) is
+ * never handed to hiredis and only the connect timeout notices it. As in
+ * later hiredis releases, an error status is delivered as the events we
+ * were waiting for, and hiredis reads the socket error itself. */
+typedef struct rlv_events {
+    redisAsyncContext *context;
+    uv_poll_t handle;
+    int events;
+} rlv_events;
+
+static void rlv_poll(uv_poll_t *handle, int status, int events)
+{
+    rlv_events *p = handle->data;
+    int ev = status ? p->events : events;
+    if (p->context != NULL && (ev & UV_READABLE))
+        redisAsyncHandleRead(p->context);
+    if (p->context != NULL && (ev & UV_WRITABLE))
+        redisAsyncHandleWrite(p->context);
+}
+
+static void rlv_update(rlv_events *p)
+{
+    if (p->events)
+        uv_poll_start(&p->handle, p->events, rlv_poll);
+    else
+        uv_poll_stop(&p->handle);
+}
+
+static void rlv_add_read(void *privdata)
+{
+    rlv_events *p = privdata;
+    p->events |= UV_READABLE;
+    rlv_update(p);
+}
+
+static void rlv_del_read(void *privdata)
+{
+    rlv_events *p = privdata;
+    p->events &= ~UV_READABLE;
+    rlv_update(p);
+}
+
+static void rlv_add_write(void *privdata)
+{
+    rlv_events *p = privdata;
+    p->events |= UV_WRITABLE;
+    rlv_update(p);
+}
+
+static void rlv_del_write(void *privdata)
+{
+    rlv_events *p = privdata;
+    p->events &= ~UV_WRITABLE;
+    rlv_update(p);
+}
+
+static void rlv_on_close(uv_handle_t *handle)
+{
+    free(handle->data);
+}
+
+static void rlv_cleanup(void *privdata)
+{
+    rlv_events *p = privdata;
+    p->context = NULL; /* the context is being freed */
+    uv_close((uv_handle_t *)&p->handle, rlv_on_close);
+}
+
+static int rlv_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    if (ac->ev.data != NULL)
+        return REDIS_ERR;
+    rlv_events *p = xcalloc(1, sizeof(*p));
+    if (uv_poll_init(loop, &p->handle, ac->c.fd) != 0) {
+        free(p);
+        return REDIS_ERR;
+    }
+    p->handle.data = p;
+    p->context = ac;
+    ac->ev.addRead = rlv_add_read;
+    ac->ev.delRead = rlv_del_read;
+    ac->ev.addWrite = rlv_add_write;
+    ac->ev.delWrite = rlv_del_write;
+    ac->ev.cleanup = rlv_cleanup;
+    ac->ev.data = p;
+    return REDIS_OK;
+}
+
 /* ---- connection state machine ---- */
 
 static void conn_set_state(rconn *c, enum redis_state st, const char *err)
@@ -362,6 +452,7 @@ static void init_done_one(rconn *c)
     }
     uv_timer_stop(&c->timer);
     c->backoff_ms = 0;
+    c->quiet = false;
     if (!c->is_sub)
         c->r->connects++;
     log_info("redis: %s connection ready (%s:%d)", c->is_sub ? "subscriber" : "command",
@@ -547,8 +638,13 @@ static void on_connect(const redisAsyncContext *ac, int status)
         return;
     if (status != REDIS_OK) {
         /* hiredis frees ac after this callback */
-        log_warn("redis: connect to %s:%d failed: %s", c->r->host, c->r->port,
-                 ac->errstr[0] ? ac->errstr : "error");
+        if (c->quiet)
+            log_debug("redis: connect to %s:%d failed: %s", c->r->host, c->r->port,
+                      ac->errstr[0] ? ac->errstr : "error");
+        else
+            log_warn("redis: connect to %s:%d failed: %s (retrying with backoff)", c->r->host,
+                     c->r->port, ac->errstr[0] ? ac->errstr : "error");
+        c->quiet = true;
         c->ac = NULL;
         conn_schedule(c, "connect failed");
         return;
@@ -599,7 +695,10 @@ static void on_conn_timer(uv_timer_t *t)
         break;
     case RDS_CONNECTING:
     case RDS_INIT:
-        log_warn("redis: %s connection: connect timeout", c->is_sub ? "subscriber" : "command");
+        if (!c->quiet)
+            log_warn("redis: %s connection: connect timeout",
+                     c->is_sub ? "subscriber" : "command");
+        c->quiet = true;
         conn_drop(c, "connect timeout");
         break;
     default:
@@ -641,7 +740,7 @@ static void conn_connect_ip(rconn *c, const char *ip)
         return;
     }
     ac->data = c;
-    if (redisLibuvAttach(ac, r->loop) != REDIS_OK) {
+    if (rlv_attach(ac, r->loop) != REDIS_OK) {
         redisAsyncFree(ac);
         conn_schedule(c, "attach failed");
         return;

@@ -177,6 +177,22 @@ static bool status_present(const char *ident)
     return v;
 }
 
+/* Adds E and x to notify-keyspace-events without clobbering other flags
+ * (what redis.c does at start). */
+static void ensure_notify(void)
+{
+    redisReply *x = redisCommand(rc, "CONFIG GET notify-keyspace-events");
+    char flags[64] = "";
+    if (x && x->type == REDIS_REPLY_ARRAY && x->elements == 2)
+        snprintf(flags, sizeof(flags) - 3, "%s", x->element[1]->str);
+    freeReplyObject(x);
+    if (!strchr(flags, 'E'))
+        strcat(flags, "E");
+    if (!strchr(flags, 'x') && !strchr(flags, 'A'))
+        strcat(flags, "x");
+    freeReplyObject(redisCommand(rc, "CONFIG SET notify-keyspace-events %s", flags));
+}
+
 static void msleep(int ms)
 {
     usleep((useconds_t)ms * 1000);
@@ -287,7 +303,7 @@ static void test_presence_expiry_once(void **state)
 {
     new_org("expire");
     /* a node subscribed to expired events, as chatd is */
-    freeReplyObject(redisCommand(rc, "CONFIG SET notify-keyspace-events Ex"));
+    ensure_notify();
     redisContext *sub = connect_redis();
     char chan[64];
     snprintf(chan, sizeof(chan), "__keyevent@%d__:expired", redis_db_num);
@@ -467,7 +483,7 @@ static void test_timer_reconciler(void **state)
 static void test_timer_keyspace_event(void **state)
 {
     new_org("tev");
-    freeReplyObject(redisCommand(rc, "CONFIG SET notify-keyspace-events Ex"));
+    ensure_notify();
     redisContext *sub = connect_redis();
     char chan[64];
     snprintf(chan, sizeof(chan), "__keyevent@%d__:expired", redis_db_num);

@@ -432,7 +432,7 @@ static void check_eta(const char *chat, long long pos, long long avail, long lon
 static void test_position_eta(void **state)
 {
     new_org("eta");
-    char id[8];
+    char id[16];
     for (int i = 0; i < 5; i++) {
         snprintf(id, sizeof(id), "c%d", i + 1);
         enqueue(id, 5, "", 0);
