@@ -6,7 +6,8 @@
 //                    prove the tests themselves
 // It waits until GET /socket.io/?EIO=4&transport=polling answers 200 and
 // returns a handle whose stop() kills the process by PID (SIGTERM, then SIGKILL)
-// and awaits its exit. Every spawned process is also killed when the test
+// and awaits its exit; a graceful stop fails on a non-zero exit or a sanitizer
+// report in the server's output (run with CHATD_BIN=build-san/chatd). Every spawned process is also killed when the test
 // process exits, so a failing test never leaves a server behind.
 import { spawn } from "node:child_process";
 import net from "node:net";
@@ -23,6 +24,7 @@ export const REPLICA = process.env.E2E_SERVER === "replica";
 const BIN = path.resolve(ROOT, process.env.CHATD_BIN || "build/chatd");
 
 const live = new Set();
+const SANITIZER_RE = /ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|SUMMARY: UndefinedBehaviorSanitizer/;
 process.on("exit", () => {
   for (const child of live) {
     try {
@@ -117,19 +119,39 @@ export async function startServer(mode, env = {}, opts = {}) {
     child,
     exited,
     output: () => output,
-    /** Kill by PID (signal, default SIGTERM; SIGKILL after 3 s) and await exit. */
+    /**
+     * Kill by PID (signal, default SIGTERM; SIGKILL after 3 s) and await exit.
+     * After a graceful stop (not SIGKILL) it throws when the server did not exit
+     * by itself with status 0 or printed a sanitizer report (ASan/LSan/UBSan
+     * builds: CHATD_BIN=build-san/chatd), so leaks fail the test run.
+     */
     async stop(signal = "SIGTERM") {
-      if (child.exitCode !== null || child.signalCode !== null) return exited;
-      try {
-        process.kill(child.pid, signal);
-      } catch {}
-      const timer = setTimeout(() => {
+      let forced = false;
+      if (child.exitCode === null && child.signalCode === null) {
         try {
-          process.kill(child.pid, "SIGKILL");
+          process.kill(child.pid, signal);
         } catch {}
-      }, 3000);
+        const timer = setTimeout(() => {
+          forced = true;
+          try {
+            process.kill(child.pid, "SIGKILL");
+          } catch {}
+        }, 3000);
+        await exited;
+        clearTimeout(timer);
+      }
       const r = await exited;
-      clearTimeout(timer);
+      if (signal !== "SIGKILL") {
+        const report = SANITIZER_RE.test(output);
+        if (forced || r.code !== 0 || report) {
+          const why = forced
+            ? `did not exit within 3 s of ${signal}`
+            : report
+              ? "printed a sanitizer report"
+              : `exited with ${r.code ?? r.signal} after ${signal}`;
+          throw new Error(`server (${mode}, pid ${child.pid}) ${why}\n--- server output ---\n${output.slice(-8000)}`);
+        }
+      }
       return r;
     },
   };
