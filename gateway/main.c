@@ -18,7 +18,11 @@
 #include "gateway/http.h"
 #include "gateway/modes.h"
 #include "gateway/sio.h"
+#include "gateway/chat.h"
+#include "rest/rest.h"
 #include "store/migrate.h"
+#include "store/pg.h"
+#include "store/redis.h"
 
 enum mode { MODE_SERVE, MODE_CONFORMANCE, MODE_BENCH };
 
@@ -41,6 +45,9 @@ struct server {
     struct lws_context *lws;
     eio_server *eio;
     sio_server *sio;
+    pg_client *pg;
+    redis_client *redis;
+    chat_app *chat;
     uv_signal_t sigint, sigterm;
     uv_timer_t shutdown;
     int shutdown_ticks;
@@ -50,6 +57,79 @@ struct server {
 static void health(void *ctx, http_req *req)
 {
     http_respond_json(req, 200, "{\"status\":\"ok\"}");
+}
+
+/* Readiness: Redis and PostgreSQL reachable (serve), always (other modes). */
+static void ready(void *ctx, http_req *req)
+{
+    struct server *srv = ctx;
+    if (srv->chat && !chat_app_ready(srv->chat)) {
+        char b[160];
+        snprintf(b, sizeof b, "{\"status\":\"unavailable\",\"postgres\":%s,\"redis\":%s}",
+                 pg_is_ready(srv->pg) ? "true" : "false",
+                 srv->redis && redis_is_ready(srv->redis) ? "true" : "false");
+        http_respond_json(req, 503, b);
+        return;
+    }
+    http_respond_json(req, 200, "{\"status\":\"ready\"}");
+}
+
+/* Prometheus text exposition of the process' counters. */
+static void metrics(void *ctx, http_req *req)
+{
+    struct server *srv = ctx;
+    buf_t b;
+    buf_init(&b);
+    buf_printf(&b, "# TYPE chatd_engineio_sessions gauge\nchatd_engineio_sessions %zu\n",
+               eio_session_count(srv->eio));
+    if (srv->chat) {
+        chat_app *a = srv->chat;
+        buf_printf(&b,
+                   "# TYPE chatd_chat_connects_total counter\nchatd_chat_connects_total %llu\n"
+                   "# TYPE chatd_chat_messages_total counter\nchatd_chat_messages_total %llu\n"
+                   "# TYPE chatd_room_broadcasts_total counter\nchatd_room_broadcasts_total %llu\n"
+                   "# TYPE chatd_fanout_in_total counter\nchatd_fanout_in_total %llu\n"
+                   "# TYPE chatd_fanout_out_total counter\nchatd_fanout_out_total %llu\n",
+                   (unsigned long long)a->stats.connects, (unsigned long long)a->stats.messages,
+                   (unsigned long long)a->stats.broadcasts, (unsigned long long)a->stats.fanout_in,
+                   (unsigned long long)a->stats.fanout_out);
+        pg_stats ps;
+        pg_get_stats(srv->pg, &ps);
+        buf_printf(&b,
+                   "# TYPE chatd_pg_connections_ready gauge\nchatd_pg_connections_ready %d\n"
+                   "# TYPE chatd_pg_queries_total counter\nchatd_pg_queries_total %llu\n"
+                   "# TYPE chatd_pg_errors_total counter\nchatd_pg_errors_total %llu\n"
+                   "# TYPE chatd_redis_ready gauge\nchatd_redis_ready %d\n",
+                   ps.connections_ready, (unsigned long long)ps.queries,
+                   (unsigned long long)ps.errors, srv->redis && redis_is_ready(srv->redis));
+    }
+    http_respond(req, 200, "text/plain; version=0.0.4", b.data, b.len);
+    buf_free(&b);
+}
+
+static int setup_serve(struct server *srv, chatd_config *cfg)
+{
+    char err[256];
+    srv->sio = sio_server_new(srv->eio, "/socket.io/");
+    srv->pg = pg_new(srv->loop, cfg->database_url, NULL);
+    srv->chat = chat_app_new(srv->loop, cfg, srv->sio, srv->pg, NULL, err, sizeof err);
+    if (!srv->chat) {
+        log_error("serve: %s", err);
+        return -1;
+    }
+    redis_options ro;
+    redis_options_init(&ro, cfg);
+    ro.on_message = chat_on_fanout;
+    ro.message_ctx = srv->chat;
+    srv->redis = redis_new(srv->loop, &ro);
+    if (!srv->redis) {
+        log_error("serve: bad Redis configuration (%s)", cfg->redis_url);
+        return -1;
+    }
+    chat_app_set_redis(srv->chat, srv->redis);
+    redis_start(srv->redis);
+    rest_setup(srv->chat);
+    return 0;
 }
 
 static void on_shutdown_tick(uv_timer_t *t)
@@ -90,6 +170,8 @@ static int run_server(chatd_config *cfg, enum mode mode)
     http_lws_set_eio(srv.eio);
     http_set_cors(cfg->cors_origins);
     http_route_add("/healthz", health, &srv);
+    http_route_add("/readyz", ready, &srv);
+    http_route_add("/metrics", metrics, &srv);
     switch (mode) {
     case MODE_CONFORMANCE:
         mode_conformance_setup(srv.eio, &srv.sio);
@@ -98,10 +180,9 @@ static int run_server(chatd_config *cfg, enum mode mode)
         mode_bench_setup(srv.eio, &srv.sio);
         break;
     case MODE_SERVE:
-        log_error("serve: the /chat gateway is not built yet (issue 3); use conformance or bench-server");
-        eio_server_free(srv.eio);
-        http_routes_clear();
-        return 1;
+        if (setup_serve(&srv, cfg) != 0)
+            goto fail;
+        break;
     }
 
     lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
@@ -119,10 +200,7 @@ static int run_server(chatd_config *cfg, enum mode mode)
     srv.lws = lws_create_context(&info);
     if (!srv.lws) {
         log_error("cannot listen on %s:%d", cfg->listen_host, cfg->listen_port);
-        sio_server_free(srv.sio);
-        eio_server_free(srv.eio);
-        http_routes_clear();
-        return 1;
+        goto fail;
     }
     uv_signal_init(srv.loop, &srv.sigint);
     uv_signal_init(srv.loop, &srv.sigterm);
@@ -143,16 +221,30 @@ static int run_server(chatd_config *cfg, enum mode mode)
     uv_close((uv_handle_t *)&srv.sigint, NULL);
     uv_close((uv_handle_t *)&srv.sigterm, NULL);
     uv_close((uv_handle_t *)&srv.shutdown, NULL);
+    pg_free(srv.pg);
+    redis_free(srv.redis);
     uv_run(srv.loop, UV_RUN_DEFAULT);
     /* with a foreign loop lws finishes its teardown in a second call, once
      * its handles have closed */
     lws_context_destroy(srv.lws);
+    chat_app_free(srv.chat);
     sio_server_free(srv.sio);
     eio_server_free(srv.eio);
     http_routes_clear();
     uv_loop_close(srv.loop);
     log_info("stopped");
     return 0;
+
+fail:
+    redis_free(srv.redis);
+    pg_free(srv.pg);
+    uv_run(srv.loop, UV_RUN_DEFAULT);
+    chat_app_free(srv.chat);
+    sio_server_free(srv.sio);
+    eio_server_free(srv.eio);
+    http_routes_clear();
+    uv_loop_close(srv.loop);
+    return 1;
 }
 
 /* ---- token / migrate -------------------------------------------------------- */
@@ -226,10 +318,12 @@ static int cmd_migrate(chatd_config *cfg, int argc, char **argv, int i)
         }
     }
     char err[512];
-    if (store_migrate(cfg->database_url, dir, err, sizeof err) != 0) {
+    int n = store_migrate(cfg->database_url, dir, err, sizeof err);
+    if (n < 0) {
         fprintf(stderr, "chatd migrate: %s\n", err);
         return 1;
     }
+    printf("chatd migrate: %d migration(s) applied\n", n);
     return 0;
 }
 

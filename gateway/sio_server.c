@@ -376,6 +376,41 @@ size_t sio_broadcast_frames(sio_nsp *nsp, const char *room, gw_frame **frames, i
     return sent;
 }
 
+int sio_send_frames(sio_socket *s, gw_frame **frames, int nframes, unsigned flags)
+{
+    eio_sock *e = sio_eio(s);
+    if (!e || !sio_connected(s))
+        return -1;
+    if (nframes > 1)
+        flags &= ~EIO_SEND_VOLATILE;
+    for (int k = 0; k < nframes; k++)
+        if (eio_send_frame(e, frames[k], flags) != 0)
+            return -1;
+    return 0;
+}
+
+size_t sio_room_foreach(sio_nsp *nsp, const char *room, void (*fn)(void *ctx, sio_socket *s),
+                        void *ctx)
+{
+    struct room *r = strmap_get(&nsp->rooms, room, strlen(room));
+    if (!r)
+        return 0;
+    size_t n = r->n;
+    sio_socket *small[64];
+    sio_socket **members = n <= 64 ? small : xmalloc(n * sizeof *members);
+    memcpy(members, r->members, n * sizeof *members);
+    for (size_t i = 0; i < n; i++)
+        sio_socket_ref(members[i]);
+    for (size_t i = 0; i < n; i++) {
+        if (!members[i]->gone)
+            fn(ctx, members[i]);
+        sio_socket_unref(members[i]);
+    }
+    if (members != small)
+        free(members);
+    return n;
+}
+
 size_t sio_broadcast(sio_nsp *nsp, const char *room, const char *args, size_t len,
                      gw_frame **att, int natt, const sio_socket *except, unsigned flags)
 {

@@ -1,0 +1,132 @@
+/* The /chat namespace (SPEC §2-6): roles from the JWT, persistence in
+ * PostgreSQL before any publish, rooms, catch-up, and cross-node fan-out over
+ * Redis pub/sub. Internal header of gateway/chat_*.c. */
+#ifndef CHATD_CHAT_H
+#define CHATD_CHAT_H
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <cJSON.h>
+#include <uv.h>
+
+#include "common/buf.h"
+#include "common/config.h"
+#include "common/strmap.h"
+#include "gateway/auth.h"
+#include "gateway/sio.h"
+#include "store/pg.h"
+#include "store/redis.h"
+
+#define CHAT_FANOUT_CHANNEL "chatd:fanout"
+
+/* One per process, created by chat_app_new in `chatd serve`. */
+typedef struct chat_app {
+    uv_loop_t *loop;
+    const chatd_config *cfg;
+    auth_keys keys;
+    pg_client *pg;
+    redis_client *redis;
+    sio_server *sio;
+    sio_nsp *nsp;
+    char node_id[128];
+    strmap sockets; /* sio socket id -> chat_sock (this node's) */
+    struct {
+        uint64_t connects, messages, broadcasts, fanout_in, fanout_out;
+    } stats;
+} chat_app;
+
+/* A live message delivery waiting for a socket's catch-up to finish. */
+struct held_msg {
+    char *chat_id;
+    int64_t seq;
+    gw_frame *frame;
+};
+
+/* One per accepted /chat socket; sio user data. Freed on disconnect, so async
+ * callbacks look it up again through sio_get_user() after checking
+ * sio_connected(). */
+typedef struct chat_sock {
+    chat_app *app;
+    sio_socket *s;
+    auth_principal p;
+    const char *role;    /* "customer" | "agent" */
+    char *identity_room; /* identity:{org}:{role}:{key} */
+    char *config_id;     /* context.configId (customers), or NULL */
+    /* catch-up in progress: live chat messages are held, then de-duplicated by seq */
+    bool catching_up;
+    struct held_msg *held;
+    size_t nheld, capheld;
+    /* event rate limit: token bucket */
+    double tokens;
+    uint64_t refill_ms;
+} chat_sock;
+
+chat_app *chat_app_new(uv_loop_t *loop, const chatd_config *cfg, sio_server *sio,
+                       pg_client *pg, redis_client *redis, char *err, size_t errlen);
+void chat_app_free(chat_app *app);
+/* Attaches the Redis client (created after the app, whose pointer it carries)
+ * and subscribes to the fan-out channel. */
+void chat_app_set_redis(chat_app *app, redis_client *redis);
+/* Redis pub/sub messages of the fan-out channel (wired as redis on_message). */
+void chat_on_fanout(void *ctx, const char *pattern, const char *channel, size_t channel_len,
+                    const char *data, size_t len);
+bool chat_app_ready(const chat_app *app);
+
+/* ---- helpers shared by the handler files ---------------------------------------- */
+
+/* Room names (caller frees). */
+char *chat_room(const char *org, const char *chat_id);
+
+/* Acks: {"ok":true,<fields>} / {"ok":false,"error":{"code","message"}}. fields may be NULL. */
+void chat_ack_ok(sio_socket *s, int64_t ack_id, const char *fields);
+void chat_ack_err(sio_socket *s, int64_t ack_id, const char *code, const char *message);
+
+/* Emits ["event", payload] to a room on every node. except: a local socket to skip (or NULL).
+ * volatile: may be dropped for backed-up sockets. */
+void chat_emit_room(chat_app *app, const char *room, const char *event, const char *payload,
+                    const sio_socket *except, bool is_volatile);
+/* Emits a persisted chat-message (seq-tagged, so held catch-up deliveries de-duplicate). */
+void chat_emit_message(chat_app *app, const char *org, const char *chat_id, int64_t seq,
+                       const char *message_json);
+/* Every socket of identity room `identity` (all nodes) joins / leaves `room`. */
+void chat_identity_join(chat_app *app, const char *identity, const char *room);
+void chat_identity_leave(chat_app *app, const char *identity, const char *room);
+
+/* Emits `chat-state` {chatId, status, agent?} to the chat room. agent_json may be NULL. */
+void chat_emit_state(chat_app *app, const char *org, const char *chat_id, const char *status,
+                     const char *agent_json, const char *queue_json);
+
+/* An operation in flight for a socket: holds a reference; the callback checks
+ * chat_op_sock() (NULL when the socket left meanwhile). */
+typedef struct chat_op {
+    chat_app *app;
+    sio_socket *s;
+    void (*next)(chat_sock *cs, struct chat_op *op); /* continuation after a check */
+    int64_t ack_id;
+    char *chat_id;
+    char *str;   /* op-specific */
+    int64_t num; /* op-specific */
+    cJSON *json; /* op-specific, owned */
+} chat_op;
+chat_op *chat_op_new(sio_socket *s, int64_t ack_id, const char *chat_id);
+chat_sock *chat_op_sock(chat_op *op);
+void chat_op_free(chat_op *op);
+/* Answers an op from a failed query: unavailable or internal. */
+void chat_op_fail(chat_op *op, const char *err, const PGresult *res);
+
+/* Event handlers (one per file group). Each validates its payload and acks. */
+typedef void (*chat_handler)(chat_sock *cs, const sio_event *ev);
+void chat_on_message(chat_sock *cs, const sio_event *ev);
+void chat_on_typing(chat_sock *cs, const sio_event *ev);
+void chat_on_read(chat_sock *cs, const sio_event *ev);
+void chat_on_history(chat_sock *cs, const sio_event *ev);
+void chat_on_close(chat_sock *cs, const sio_event *ev);
+void chat_on_observe(chat_sock *cs, const sio_event *ev);
+void chat_on_unobserve(chat_sock *cs, const sio_event *ev);
+
+/* Payload helpers: a string member (NULL when absent or not a string). */
+const char *chat_json_str(const cJSON *obj, const char *name);
+/* An integer member >= 0 into *out; returns 0, 1 when absent, -1 when not a non-negative integer. */
+int chat_json_int(const cJSON *obj, const char *name, int64_t *out);
+
+#endif

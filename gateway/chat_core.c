@@ -1,0 +1,656 @@
+/* /chat namespace core: connect (JWT, session, catch-up), the event table,
+ * acks, and room delivery on this node and across nodes (Redis pub/sub).
+ *
+ * Fan-out messages on CHAT_FANOUT_CHANNEL are text, fields split by '\n':
+ *   M <node> <room> <chatId> <seq> <json>   a persisted chat-message
+ *   E <node> <room> <flags> <json>          any other room event
+ *   J <node> <identityRoom> <room>          identity-wide join
+ *   L <node> <identityRoom> <room>          identity-wide leave
+ * A node ignores its own publications: it delivered them locally already. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "common/xalloc.h"
+#include "gateway/chat.h"
+#include "gateway/sio_packet.h"
+#include "store/messages.h"
+
+/* ---- small helpers ------------------------------------------------------------ */
+
+char *chat_room(const char *org, const char *chat_id)
+{
+    buf_t b;
+    buf_init(&b);
+    buf_printf(&b, "chat:%s:%s", org, chat_id);
+    return buf_steal(&b, NULL);
+}
+
+const char *chat_json_str(const cJSON *obj, const char *name)
+{
+    const cJSON *v = cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, name) : NULL;
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+int chat_json_int(const cJSON *obj, const char *name, int64_t *out)
+{
+    const cJSON *v = cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, name) : NULL;
+    if (!v || cJSON_IsNull(v))
+        return 1;
+    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 9007199254740991.0 ||
+        floor(v->valuedouble) != v->valuedouble)
+        return -1;
+    *out = (int64_t)v->valuedouble;
+    return 0;
+}
+
+void chat_ack_ok(sio_socket *s, int64_t ack_id, const char *fields)
+{
+    if (ack_id < 0)
+        return;
+    buf_t b;
+    buf_init(&b);
+    buf_puts(&b, "[{\"ok\":true");
+    if (fields && *fields) {
+        buf_putc(&b, ',');
+        buf_puts(&b, fields);
+    }
+    buf_puts(&b, "}]");
+    sio_ack(s, ack_id, b.data, b.len, NULL, 0);
+    buf_free(&b);
+}
+
+void chat_ack_err(sio_socket *s, int64_t ack_id, const char *code, const char *message)
+{
+    if (ack_id < 0)
+        return;
+    buf_t b;
+    buf_init(&b);
+    buf_puts(&b, "[{\"ok\":false,\"error\":{\"code\":");
+    buf_json_str(&b, code, strlen(code));
+    buf_puts(&b, ",\"message\":");
+    buf_json_str(&b, message, strlen(message));
+    buf_puts(&b, "}}]");
+    sio_ack(s, ack_id, b.data, b.len, NULL, 0);
+    buf_free(&b);
+}
+
+chat_op *chat_op_new(sio_socket *s, int64_t ack_id, const char *chat_id)
+{
+    chat_op *op = xcalloc(1, sizeof *op);
+    chat_sock *cs = sio_get_user(s);
+    op->app = cs ? cs->app : NULL;
+    op->s = s;
+    sio_socket_ref(s);
+    op->ack_id = ack_id;
+    op->chat_id = chat_id ? xstrdup(chat_id) : NULL;
+    return op;
+}
+
+chat_sock *chat_op_sock(chat_op *op)
+{
+    return sio_connected(op->s) ? sio_get_user(op->s) : NULL;
+}
+
+void chat_op_free(chat_op *op)
+{
+    if (!op)
+        return;
+    sio_socket_unref(op->s);
+    free(op->chat_id);
+    free(op->str);
+    cJSON_Delete(op->json);
+    free(op);
+}
+
+void chat_op_fail(chat_op *op, const char *err, const PGresult *res)
+{
+    if (pg_classify(res, err) == PG_OUTCOME_UNAVAILABLE) {
+        chat_ack_err(op->s, op->ack_id, "unavailable", "database unavailable, try again");
+    } else {
+        log_warn("chat: query failed: %s", err ? err : "?");
+        chat_ack_err(op->s, op->ack_id, "internal", "internal error");
+    }
+}
+
+/* ---- delivery ------------------------------------------------------------------ */
+
+static void publish(chat_app *app, const buf_t *msg)
+{
+    if (!app->redis || !redis_is_ready(app->redis))
+        return; /* single-node delivery still happened; other nodes catch up by seq */
+    redis_publish(app->redis, CHAT_FANOUT_CHANNEL, msg->data, msg->len, NULL, NULL);
+    app->stats.fanout_out++;
+}
+
+struct deliver_ctx {
+    gw_frame *frame;
+    const sio_socket *except;
+    unsigned flags;
+    const char *chat_id; /* NULL: not a seq-tagged message */
+    int64_t seq;
+};
+
+static void hold(chat_sock *cs, const char *chat_id, int64_t seq, gw_frame *f)
+{
+    if (cs->nheld == cs->capheld) {
+        cs->capheld = cs->capheld ? cs->capheld * 2 : 8;
+        cs->held = xrealloc(cs->held, cs->capheld * sizeof *cs->held);
+    }
+    cs->held[cs->nheld++] = (struct held_msg){xstrdup(chat_id), seq, frame_ref(f)};
+}
+
+static void deliver_one(void *vctx, sio_socket *s)
+{
+    struct deliver_ctx *d = vctx;
+    if (s == d->except)
+        return;
+    chat_sock *cs = sio_get_user(s);
+    if (d->chat_id && cs && cs->catching_up) {
+        hold(cs, d->chat_id, d->seq, d->frame);
+        return;
+    }
+    sio_send_frames(s, &d->frame, 1, d->flags);
+}
+
+static void deliver_local(chat_app *app, const char *room, const char *args, size_t len,
+                          const sio_socket *except, unsigned flags, const char *chat_id,
+                          int64_t seq)
+{
+    gw_frame *f;
+    if (sio_event_frames(app->nsp, args, len, NULL, 0, &f, 1) != 1)
+        return;
+    struct deliver_ctx d = {f, except, flags, chat_id, seq};
+    sio_room_foreach(app->nsp, room, deliver_one, &d);
+    frame_unref(f);
+    app->stats.broadcasts++;
+}
+
+static void event_args(buf_t *b, const char *event, const char *payload)
+{
+    buf_puts(b, "[\"");
+    buf_puts(b, event);
+    buf_puts(b, "\",");
+    buf_puts(b, payload);
+    buf_putc(b, ']');
+}
+
+void chat_emit_room(chat_app *app, const char *room, const char *event, const char *payload,
+                    const sio_socket *except, bool is_volatile)
+{
+    buf_t args, msg;
+    buf_init(&args);
+    buf_init(&msg);
+    event_args(&args, event, payload);
+    unsigned flags = is_volatile ? EIO_SEND_VOLATILE : 0;
+    deliver_local(app, room, args.data, args.len, except, flags, NULL, 0);
+    buf_printf(&msg, "E\n%s\n%s\n%u\n", app->node_id, room, flags);
+    buf_append(&msg, args.data, args.len);
+    publish(app, &msg);
+    buf_free(&args);
+    buf_free(&msg);
+}
+
+void chat_emit_message(chat_app *app, const char *org, const char *chat_id, int64_t seq,
+                       const char *message_json)
+{
+    char *room = chat_room(org, chat_id);
+    buf_t args, msg;
+    buf_init(&args);
+    buf_init(&msg);
+    event_args(&args, "chat-message", message_json);
+    deliver_local(app, room, args.data, args.len, NULL, 0, chat_id, seq);
+    buf_printf(&msg, "M\n%s\n%s\n%s\n%lld\n", app->node_id, room, chat_id, (long long)seq);
+    buf_append(&msg, args.data, args.len);
+    publish(app, &msg);
+    buf_free(&args);
+    buf_free(&msg);
+    free(room);
+}
+
+struct join_ctx {
+    const char *room;
+    bool join;
+};
+
+static void join_one(void *vctx, sio_socket *s)
+{
+    struct join_ctx *j = vctx;
+    if (j->join)
+        sio_join(s, j->room);
+    else
+        sio_leave(s, j->room);
+}
+
+static void identity_op(chat_app *app, const char *identity, const char *room, bool join,
+                        bool pub)
+{
+    struct join_ctx j = {room, join};
+    sio_room_foreach(app->nsp, identity, join_one, &j);
+    if (!pub)
+        return;
+    buf_t msg;
+    buf_init(&msg);
+    buf_printf(&msg, "%c\n%s\n%s\n%s", join ? 'J' : 'L', app->node_id, identity, room);
+    publish(app, &msg);
+    buf_free(&msg);
+}
+
+void chat_identity_join(chat_app *app, const char *identity, const char *room)
+{
+    identity_op(app, identity, room, true, true);
+}
+
+void chat_identity_leave(chat_app *app, const char *identity, const char *room)
+{
+    identity_op(app, identity, room, false, true);
+}
+
+void chat_emit_state(chat_app *app, const char *org, const char *chat_id, const char *status,
+                     const char *agent_json, const char *queue_json)
+{
+    buf_t b;
+    buf_init(&b);
+    buf_puts(&b, "{\"chatId\":");
+    buf_json_str(&b, chat_id, strlen(chat_id));
+    buf_puts(&b, ",\"status\":");
+    buf_json_str(&b, status, strlen(status));
+    if (agent_json) {
+        buf_puts(&b, ",\"agent\":");
+        buf_puts(&b, agent_json);
+    }
+    if (queue_json) {
+        buf_puts(&b, ",\"queue\":");
+        buf_puts(&b, queue_json);
+    }
+    buf_putc(&b, '}');
+    char *room = chat_room(org, chat_id);
+    chat_emit_room(app, room, "chat-state", b.data, NULL, false);
+    free(room);
+    buf_free(&b);
+}
+
+/* Splits the next '\n'-terminated field off *p (within end); NULL when missing. */
+static char *field(char **p, char *end)
+{
+    char *start = *p;
+    char *nl = memchr(start, '\n', (size_t)(end - start));
+    if (!nl)
+        return NULL;
+    *nl = '\0';
+    *p = nl + 1;
+    return start;
+}
+
+void chat_on_fanout(void *ctx, const char *pattern, const char *channel, size_t channel_len,
+                    const char *data, size_t len)
+{
+    chat_app *app = ctx;
+    if (channel_len != strlen(CHAT_FANOUT_CHANNEL) ||
+        memcmp(channel, CHAT_FANOUT_CHANNEL, channel_len) != 0 || len < 4)
+        return;
+    char *copy = xstrndup(data, len), *p = copy + 2, *end = copy + len;
+    char kind = copy[0];
+    char *node = field(&p, end);
+    if (!node || !strcmp(node, app->node_id))
+        goto out; /* ours: delivered locally already */
+    app->stats.fanout_in++;
+    if (kind == 'M') {
+        char *room = field(&p, end), *chat_id = field(&p, end), *seq = field(&p, end);
+        if (room && chat_id && seq)
+            deliver_local(app, room, p, (size_t)(end - p), NULL, 0, chat_id, atoll(seq));
+    } else if (kind == 'E') {
+        char *room = field(&p, end), *flags = field(&p, end);
+        if (room && flags)
+            deliver_local(app, room, p, (size_t)(end - p), NULL, (unsigned)atoi(flags), NULL, 0);
+    } else if (kind == 'J' || kind == 'L') {
+        char *identity = field(&p, end);
+        if (identity)
+            identity_op(app, identity, p, kind == 'J', false);
+    }
+out:
+    free(copy);
+}
+
+/* ---- connect ------------------------------------------------------------------- */
+
+static void chat_sock_free(chat_sock *cs)
+{
+    if (!cs)
+        return;
+    auth_principal_free(&cs->p);
+    free(cs->identity_room);
+    free(cs->config_id);
+    for (size_t i = 0; i < cs->nheld; i++) {
+        free(cs->held[i].chat_id);
+        frame_unref(cs->held[i].frame);
+    }
+    free(cs->held);
+    free(cs);
+}
+
+static void reject(sio_socket *s, const char *code)
+{
+    buf_t b;
+    buf_init(&b);
+    const char *msg = strcmp(code, "unavailable") == 0 ? "unavailable" : "unauthorized";
+    buf_printf(&b, "{\"message\":\"%s\",\"data\":{\"code\":\"%s\"}}", msg, code);
+    sio_reject(s, b.data);
+    buf_free(&b);
+}
+
+/* Releases held live messages: those newer than what catch-up delivered. */
+static void release_held(chat_sock *cs, const cJSON *delivered)
+{
+    for (size_t i = 0; i < cs->nheld; i++) {
+        struct held_msg *h = &cs->held[i];
+        const cJSON *upto = cJSON_GetObjectItemCaseSensitive(delivered, h->chat_id);
+        if (!cJSON_IsNumber(upto) || (double)h->seq > upto->valuedouble)
+            sio_send_frames(cs->s, &h->frame, 1, 0);
+        free(h->chat_id);
+        frame_unref(h->frame);
+    }
+    cs->nheld = 0;
+    cs->catching_up = false;
+}
+
+static void on_catchup(void *ctx, const PGresult *res, const char *err)
+{
+    chat_op *op = ctx;
+    chat_sock *cs = chat_op_sock(op);
+    if (!cs)
+        goto out;
+    /* op->json: chatId -> lastSeq the client had; raised to what we deliver now */
+    if (!err) {
+        buf_t b;
+        buf_init(&b);
+        for (int r = 0; r < PQntuples(res); r++) {
+            pg_message m;
+            if (pg_message_from_row(res, r, &m) != 0)
+                continue;
+            buf_reset(&b);
+            buf_puts(&b, "[\"chat-message\",");
+            pg_message_to_json(&m, &b);
+            buf_putc(&b, ']');
+            sio_emit(cs->s, b.data, b.len, NULL, 0, 0);
+            cJSON *cur = cJSON_GetObjectItemCaseSensitive(op->json, m.chat_id);
+            if (cur)
+                cJSON_SetNumberValue(cur, (double)m.seq);
+        }
+        buf_free(&b);
+    } else {
+        log_warn("chat: catch-up query failed: %s", err);
+    }
+    release_held(cs, op->json);
+out:
+    chat_op_free(op);
+}
+
+static const char CATCHUP_SQL[] =
+    "SELECT " PG_MESSAGE_COLUMNS " FROM messages"
+    " WHERE (chat_id, seq) IN (SELECT m.chat_id, m.seq FROM jsonb_each_text($1::jsonb) AS l(chat_id, seq)"
+    "   JOIN chats c ON c.id = l.chat_id AND c.org_id = $2 AND ($3::text IS NULL OR c.customer_key = $3)"
+    "   JOIN messages m ON m.chat_id = l.chat_id AND m.seq > l.seq::bigint)"
+    " ORDER BY chat_id, seq";
+
+/* Starts catch-up for context.lastSeq (a map chatId -> seq); entries that are
+ * not objects of numbers are ignored. Returns true when a query was started. */
+static bool start_catchup(chat_sock *cs, const cJSON *last_seq)
+{
+    if (!cJSON_IsObject(last_seq))
+        return false;
+    cJSON *clean = cJSON_CreateObject();
+    int n = 0;
+    for (const cJSON *e = last_seq->child; e && n < 100; e = e->next) {
+        if (!e->string || !cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 9e15)
+            continue;
+        cJSON_AddNumberToObject(clean, e->string, floor(e->valuedouble));
+        n++;
+    }
+    if (!n) {
+        cJSON_Delete(clean);
+        return false;
+    }
+    char *json = cJSON_PrintUnformatted(clean);
+    chat_op *op = chat_op_new(cs->s, -1, NULL);
+    op->json = clean;
+    const char *params[3] = {json, cs->p.org, cs->p.role == AUTH_ROLE_CUSTOMER ? cs->p.key : NULL};
+    cs->catching_up = true;
+    pg_query(cs->app->pg, CATCHUP_SQL, 3, params, on_catchup, op);
+    cJSON_free(json);
+    return true;
+}
+
+static void on_session_chats(void *ctx, const PGresult *res, const char *err)
+{
+    chat_op *op = ctx;
+    sio_socket *s = op->s;
+    chat_sock *cs = sio_get_user(s);
+    if (!cs || !s) {
+        chat_op_free(op);
+        return;
+    }
+    if (err) {
+        log_warn("chat: session query failed: %s", err);
+        sio_set_user(s, NULL);
+        chat_sock_free(cs);
+        reject(s, "unavailable");
+        chat_op_free(op);
+        return;
+    }
+    chat_app *app = cs->app;
+    sio_accept(s);
+    if (!sio_connected(s)) { /* the transport went away meanwhile */
+        sio_set_user(s, NULL);
+        chat_sock_free(cs);
+        chat_op_free(op);
+        return;
+    }
+    strmap_put(&app->sockets, sio_id(s), strlen(sio_id(s)), cs);
+    sio_join(s, cs->identity_room);
+    if (cs->p.role == AUTH_ROLE_AGENT) {
+        char room[300];
+        snprintf(room, sizeof room, "agents:%s", cs->p.org);
+        sio_join(s, room);
+    }
+    buf_t b;
+    buf_init(&b);
+    buf_puts(&b, "[\"session\",{\"role\":\"");
+    buf_puts(&b, cs->role);
+    buf_puts(&b, "\",\"identity\":{\"type\":\"");
+    buf_puts(&b, cs->role);
+    buf_puts(&b, "\",\"id\":");
+    buf_json_str(&b, cs->p.key, strlen(cs->p.key));
+    buf_puts(&b, ",\"name\":");
+    if (cs->p.name)
+        buf_json_str(&b, cs->p.name, strlen(cs->p.name));
+    else
+        buf_puts(&b, "null");
+    buf_puts(&b, "},\"chats\":[");
+    for (int r = 0; r < PQntuples(res); r++) {
+        const char *id = PQgetvalue(res, r, 0);
+        char *room = chat_room(cs->p.org, id);
+        sio_join(s, room);
+        free(room);
+        if (r)
+            buf_putc(&b, ',');
+        buf_puts(&b, "{\"id\":");
+        buf_json_str(&b, id, strlen(id));
+        buf_puts(&b, ",\"status\":");
+        buf_json_str(&b, PQgetvalue(res, r, 1), strlen(PQgetvalue(res, r, 1)));
+        buf_printf(&b, ",\"lastSeq\":%s}", PQgetvalue(res, r, 2));
+    }
+    buf_puts(&b, "]}]");
+    sio_emit(s, b.data, b.len, NULL, 0, 0);
+    buf_free(&b);
+    app->stats.connects++;
+    start_catchup(cs, op->json);
+    chat_op_free(op);
+}
+
+static const char SESSION_CUSTOMER_SQL[] =
+    "SELECT id, status, last_seq FROM chats WHERE org_id = $1 AND customer_key = $2"
+    " AND status <> 'closed' ORDER BY created_at";
+static const char SESSION_AGENT_SQL[] =
+    "SELECT id, status, last_seq FROM chats WHERE org_id = $1 AND agent_id = $2"
+    " AND status = 'assigned' ORDER BY assigned_at";
+
+static void chat_connect(void *ctx, sio_socket *s, const cJSON *auth, const char *raw, size_t len)
+{
+    chat_app *app = ctx;
+    const char *token = chat_json_str(auth, "token");
+    const char *org_hint = chat_json_str(auth, "orgId");
+    chat_sock *cs = xcalloc(1, sizeof *cs);
+    auth_err ae = auth_verify(&app->keys, token, org_hint, (int64_t)time(NULL), &cs->p);
+    if (ae != AUTH_OK) {
+        free(cs);
+        reject(s, auth_strerror(ae));
+        return;
+    }
+    cs->app = app;
+    cs->s = s;
+    cs->role = cs->p.role == AUTH_ROLE_AGENT ? "agent" : "customer";
+    buf_t b;
+    buf_init(&b);
+    buf_printf(&b, "identity:%s:%s:%s", cs->p.org, cs->role, cs->p.key);
+    cs->identity_room = buf_steal(&b, NULL);
+    const cJSON *context = cJSON_GetObjectItemCaseSensitive(auth, "context");
+    const char *cfg_id = chat_json_str(context, "configId");
+    cs->config_id = cfg_id ? xstrdup(cfg_id) : NULL;
+    cs->tokens = 4.0 * app->cfg->rate_events_per_s;
+    cs->refill_ms = uv_now(app->loop);
+    sio_set_user(s, cs);
+
+    chat_op *op = chat_op_new(s, -1, NULL);
+    const cJSON *ls = cJSON_GetObjectItemCaseSensitive(context, "lastSeq");
+    op->json = ls ? cJSON_Duplicate(ls, 1) : NULL;
+    const char *params[2] = {cs->p.org, cs->p.role == AUTH_ROLE_AGENT ? cs->p.sub : cs->p.key};
+    pg_query(app->pg, cs->p.role == AUTH_ROLE_AGENT ? SESSION_AGENT_SQL : SESSION_CUSTOMER_SQL, 2,
+             params, on_session_chats, op);
+}
+
+static void chat_disconnect(void *ctx, sio_socket *s, const char *reason)
+{
+    chat_app *app = ctx;
+    chat_sock *cs = sio_get_user(s);
+    if (!cs)
+        return;
+    strmap_del(&app->sockets, sio_id(s), strlen(sio_id(s)));
+    sio_set_user(s, NULL);
+    chat_sock_free(cs);
+}
+
+/* ---- events ------------------------------------------------------------------- */
+
+/* Flags of the event table. */
+#define EV_CUSTOMER 1u /* customers may send it */
+#define EV_AGENT 2u    /* agents may send it */
+
+static const struct chat_event_row {
+    const char *name;
+    chat_handler fn;
+    unsigned flags;
+} events[] = {
+    {"chat-message", chat_on_message, EV_CUSTOMER | EV_AGENT},
+    {"typing", chat_on_typing, EV_CUSTOMER | EV_AGENT},
+    {"read", chat_on_read, EV_CUSTOMER | EV_AGENT},
+    {"history", chat_on_history, EV_CUSTOMER | EV_AGENT},
+    {"close-chat", chat_on_close, EV_CUSTOMER | EV_AGENT},
+    {"observe-chat", chat_on_observe, EV_AGENT},
+    {"unobserve-chat", chat_on_unobserve, EV_AGENT},
+};
+
+/* Token bucket: rate_events_per_s, burst 4x. */
+static bool rate_ok(chat_sock *cs)
+{
+    double rate = cs->app->cfg->rate_events_per_s;
+    if (rate <= 0)
+        return true;
+    uint64_t now = uv_now(cs->app->loop);
+    cs->tokens += (double)(now - cs->refill_ms) * rate / 1000.0;
+    cs->refill_ms = now;
+    if (cs->tokens > 4 * rate)
+        cs->tokens = 4 * rate;
+    if (cs->tokens < 1)
+        return false;
+    cs->tokens -= 1;
+    return true;
+}
+
+static void chat_event(void *ctx, sio_socket *s, const sio_event *ev)
+{
+    chat_sock *cs = sio_get_user(s);
+    if (!cs)
+        return;
+    for (size_t i = 0; i < ARRAY_LEN(events); i++) {
+        if (strcmp(events[i].name, ev->name) != 0)
+            continue;
+        unsigned need = cs->p.role == AUTH_ROLE_AGENT ? EV_AGENT : EV_CUSTOMER;
+        if (!(events[i].flags & need)) {
+            chat_ack_err(s, ev->ack_id, "forbidden", "not allowed for this role");
+            return;
+        }
+        if (!rate_ok(cs)) {
+            chat_ack_err(s, ev->ack_id, "rate_limited", "too many events, slow down");
+            return;
+        }
+        if (!cJSON_IsObject(ev->args)) {
+            chat_ack_err(s, ev->ack_id, "bad_request", "payload must be an object");
+            return;
+        }
+        events[i].fn(cs, ev);
+        return;
+    }
+    chat_ack_err(s, ev->ack_id, "bad_request", "unknown event");
+}
+
+/* ---- app ------------------------------------------------------------------------ */
+
+chat_app *chat_app_new(uv_loop_t *loop, const chatd_config *cfg, sio_server *sio,
+                       pg_client *pg, redis_client *redis, char *err, size_t errlen)
+{
+    chat_app *app = xcalloc(1, sizeof *app);
+    app->loop = loop;
+    app->cfg = cfg;
+    app->pg = pg;
+    app->redis = redis;
+    app->sio = sio;
+    if (auth_keys_from_config(&app->keys, cfg, err, errlen) != 0) {
+        auth_keys_free(&app->keys);
+        free(app);
+        return NULL;
+    }
+    /* node id + a random suffix: a restarted node never mistakes an old peer's
+     * publications for its own */
+    snprintf(app->node_id, sizeof app->node_id, "%s/%08x", cfg->node_id,
+             (unsigned)(uv_hrtime() ^ (uint64_t)rand()));
+    strmap_init(&app->sockets);
+    sio_nsp_ops ops = {chat_connect, chat_event, chat_disconnect};
+    app->nsp = sio_add_namespace(sio, "/chat", &ops, app);
+    if (redis)
+        chat_app_set_redis(app, redis);
+    return app;
+}
+
+void chat_app_set_redis(chat_app *app, redis_client *redis)
+{
+    app->redis = redis;
+    redis_subscribe(redis, CHAT_FANOUT_CHANNEL);
+}
+
+bool chat_app_ready(const chat_app *app)
+{
+    return pg_is_ready(app->pg) && (!app->redis || redis_is_ready(app->redis));
+}
+
+void chat_app_free(chat_app *app)
+{
+    if (!app)
+        return;
+    strmap_free(&app->sockets);
+    auth_keys_free(&app->keys);
+    free(app);
+}
