@@ -81,6 +81,7 @@ if bash tests/services.sh start "$TMP/services"; then
   . "$TMP/services/env"
   export CHATD_TEST_REDIS_URL CHATD_TEST_DATABASE_URL
   export TEST_SERVICES_DIR="$TMP/services"
+  if CHATD_DATABASE_URL="$CHATD_TEST_DATABASE_URL" build/chatd migrate; then pass 1; else fail 1 "chatd migrate"; fi
 else
   fail 1 "services did not start"
 fi
