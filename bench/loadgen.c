@@ -315,7 +315,7 @@ static struct {
     uint64_t expected_win, delivered_win, arrivals_win, arrivals_total;
     uint64_t acks_win, ack_errors, acks_total;
     uint64_t errs_connect, errs_http, errs_closed, errs_refused, errs_proto;
-    double cpu0, cpu1, gen_cpu0, gen_cpu1;
+    double cpu0, cpu1, gen_cpu0, gen_cpu1, mach0, mach1;
     long rss_before, rss_after;
     struct hist lat, ack, conn;
     int step, retries;
@@ -432,6 +432,23 @@ static long proc_rss_kb(pid_t pid)
         }
     fclose(f);
     return v;
+}
+
+/* Busy CPU seconds of the whole machine (all cores, everything but idle and iowait). */
+static double machine_busy_s(void)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return 0;
+    unsigned long long v[10] = {0};
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]);
+    fclose(f);
+    if (n < 8)
+        return 0;
+    /* user nice system idle iowait irq softirq steal (guest is inside user) */
+    unsigned long long busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+    return (double)busy / (double)sysconf(_SC_CLK_TCK);
 }
 
 static double self_cpu_s(void)
@@ -1092,6 +1109,10 @@ static void on_event(struct ep *e, uint32_t ev)
                 return;
             }
             if (r == 0) {
+                if (getenv("LOADGEN_DEBUG"))
+                    fprintf(stderr, "loadgen: conn %d (%s, state %d, busy %d) closed by server after %zu bytes pending\n",
+                            c->id, e->kind == EP_POST ? "POST" : e->kind == EP_GET ? "GET" : "WS", c->state, e->busy,
+                            buf_avail(&e->in));
                 conn_fail(c, &st.errs_closed);
                 return;
             }
@@ -1201,7 +1222,8 @@ static void step_json(char *out, size_t cap, const char *kind)
              "\"lat_max_ms\":%.3f,\"acks\":%" PRIu64 ",\"ack_errors\":%" PRIu64 ",\"ack_p50_ms\":%.3f,"
              "\"ack_p99_ms\":%.3f,\"ack_p999_ms\":%.3f,\"msgs_acked_per_s\":%.1f,\"server_cpu_s\":%.3f,"
              "\"cpu_per_1k_deliveries\":%.5f,\"cpu_per_1k_msgs\":%.5f,\"gen_cpu_s\":%.3f,"
-             "\"gen_util\":%.3f,\"gen_ceiling_est_per_s\":%.0f",
+             "\"gen_util\":%.3f,\"gen_ceiling_est_per_s\":%.0f,\"machine_busy_cores\":%.2f,"
+             "\"other_busy_cores\":%.2f",
              kind, opt.label, sc_name(), opt.tr == TR_WS ? "websocket" : "polling", st.step, opt.conns,
              opt.rooms, opt.members, st.rate,
              st.rate * (opt.sc == SC_PERSIST ? (double)opt.members : (double)opt.members), win_s, st.sent_win,
@@ -1211,7 +1233,8 @@ static void step_json(char *out, size_t cap, const char *kind)
              ms(h_quantile(&st.ack, 0.999)), win_s > 0 ? (double)st.acks_win / win_s : 0, cpu,
              st.arrivals_win ? cpu * 1000.0 / (double)st.arrivals_win : 0,
              st.sent_win ? cpu * 1000.0 / (double)st.sent_win : 0, gcpu, win_s > 0 ? gcpu / win_s : 0,
-             gcpu > 0 ? (double)st.arrivals_win / gcpu : 0);
+             gcpu > 0 ? (double)st.arrivals_win / gcpu : 0, win_s > 0 ? (st.mach1 - st.mach0) / win_s : 0,
+             win_s > 0 ? (st.mach1 - st.mach0 - cpu - gcpu) / win_s : 0);
 }
 
 static void conn_json(char *out, size_t cap)
@@ -1483,11 +1506,13 @@ int main(int argc, char **argv)
                     st.phase = P_MEASURE;
                     st.cpu0 = server_cpu_s();
                     st.gen_cpu0 = self_cpu_s();
+                    st.mach0 = machine_busy_s();
                 }
                 if (ts >= st.m_end) {
                     st.phase = P_DRAIN;
                     st.cpu1 = server_cpu_s();
                     st.gen_cpu1 = self_cpu_s();
+                    st.mach1 = machine_busy_s();
                     st.t_phase = now;
                     break;
                 }

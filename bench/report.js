@@ -28,12 +28,14 @@ const M = {
     ['lat_p999_ms', 'p99.9 ms', 1, 2, 'lo'],
     ['cpu_per_1k_deliveries', 'server CPU-s per 1k deliveries', 1, 4, 'lo'],
     ['gen_util', 'generator CPU utilisation', 1, 2, 'lo'],
+    ['other_busy_cores', 'other load on the machine (cores)', 1, 2, 'lo'],
   ],
   ramp: [
     ['ramp_best_delivered_per_s', 'max delivered/s (p99<=50ms, >=99.9%)', 1, 0, 'hi'],
     ['lat_p99_ms', 'p99 ms at that rate', 1, 2, 'lo'],
     ['cpu_per_1k_deliveries', 'CPU-s per 1k at that rate', 1, 4, 'lo'],
     ['gen_util', 'generator CPU utilisation at that rate', 1, 2, 'lo'],
+    ['other_busy_cores', 'other load on the machine (cores)', 1, 2, 'lo'],
   ],
   poll: [
     ['delivered_per_s', 'delivered/s', 1, 0, 'hi'],

@@ -74,6 +74,7 @@ free_port() {
 
 SPID=""
 PORT=""
+CHATD_BENCH_ENV=(CHATD_RATE_CONN_PER_S=100000 CHATD_RATE_EVENTS_PER_S=100000)
 # start_server TARGET [MODE]: starts a fresh server on a free port, pinned; sets SPID and PORT.
 start_server() {
     local target=$1 mode=${2:-bench} i
@@ -84,7 +85,10 @@ start_server() {
             env CHATD_LISTEN="127.0.0.1:$PORT" "${PERSIST_ENV[@]}" "${PIN_S[@]}" "$CHATD" serve \
                 >>"$OUT/chatd.log" 2>&1 &
         else
-            CHATD_LISTEN="127.0.0.1:$PORT" "${PIN_S[@]}" "$CHATD" bench-server >>"$OUT/chatd.log" 2>&1 &
+            # the per-IP limiters are lifted: the Node reference has none, and a 10k storm from one
+            # address is the point of the scenario
+            env CHATD_LISTEN="127.0.0.1:$PORT" "${CHATD_BENCH_ENV[@]}" "${PIN_S[@]}" "$CHATD" bench-server \
+                >>"$OUT/chatd.log" 2>&1 &
         fi ;;
     node)
         if [ "$mode" = persist ]; then
@@ -175,7 +179,7 @@ run_persist() {
     local pgpid
     pgpid=$(head -1 "$PG_DATA/postmaster.pid")
     PERSIST_ENV=(CHATD_REDIS_URL="$CHATD_TEST_REDIS_URL" CHATD_DATABASE_URL="$CHATD_TEST_DATABASE_URL"
-        CHATD_JWT_SECRET="$secret" CHATD_RATE_EVENTS_PER_S=1000000 CHATD_RATE_CONN_PER_S=1000000)
+        CHATD_JWT_SECRET="$secret" CHATD_RATE_EVENTS_PER_S=100000 CHATD_RATE_CONN_PER_S=100000)
     local ptargets=""
     if has chatd || [ -x "$CHATD" ]; then
         if env "${PERSIST_ENV[@]}" "$CHATD" migrate >>"$OUT/chatd.log" 2>&1 && start_server chatd persist; then
@@ -226,7 +230,7 @@ run_persist() {
 }
 
 if [ "$QUICK" = 1 ]; then
-    IDLE_SIZES="1000"; FD=3; FW=1; RD=2; RW=1; RSTEPS=6; STORM=2000; PROOMS=20
+    IDLE_SIZES="1000"; FD=3; FW=1; RD=2; RW=1; RSTEPS=5; STORM=2000; PROOMS=20
 else
     IDLE_SIZES="1000 5000 10000"; FD=10; FW=3; RD=4; RW=1; RSTEPS=14; STORM=5000; PROOMS=100
 fi
@@ -242,7 +246,7 @@ for sc in $SCENARIOS; do
         # 6,000 deliveries/s offered in both layouts
         one "fanout-100x10" "chatd node relay" 120 --scenario fanout --rooms 100 --members 10 --rate 600 \
             --duration "$FD" --warmup "$FW" --drain 5
-        one "fanout-10x100" "chatd node relay" 120 --scenario fanout --rooms 10 --members 100 --rate 60 \
+        [ "$QUICK" = 1 ] || one "fanout-10x100" "chatd node relay" 120 --scenario fanout --rooms 10 --members 100 --rate 60 \
             --duration "$FD" --warmup "$FW" --drain 5 ;;
     ramp)
         # from 10,000 deliveries/s, x1.25 per step, until p99 > 50 ms or < 99.9 % delivered
