@@ -1,8 +1,10 @@
 -- Message append: the whole write path of a chat message in one server-side call.
 --
 -- chatd_iso(ts): ISO-8601 UTC with milliseconds, the wire format of every time (SPEC 4).
+-- STABLE like to_char (not IMMUTABLE): only then does the planner inline it into queries;
+-- a non-inlined SQL function call costs ~30 us per row.
 CREATE FUNCTION chatd_iso(ts timestamptz) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
 $$;
 

@@ -1,11 +1,14 @@
 /* Typed message operations (see messages.h). */
 #include "store/messages.h"
 
+#include <cjson/cJSON.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/xalloc.h"
 
+#define APPEND_BATCH_SQL "SELECT * FROM chat_append_batch($1::jsonb)"
 #define APPEND_STMT "chatd_append_message"
 #define APPEND_SQL                                                                            \
     "SELECT * FROM chat_append_message($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9::int, "     \
@@ -124,7 +127,7 @@ static pg_append_status status_of(const char *s)
     return PG_APPEND_INTERNAL;
 }
 
-static void append_done(void *p, const PGresult *res, const char *err)
+static void append_done_row(void *p, const PGresult *res, int row, const char *err)
 {
     append_ctx *a = p;
     pg_append_cb cb = a->cb;
@@ -136,23 +139,23 @@ static void append_done(void *p, const PGresult *res, const char *err)
            NULL, err);
         return;
     }
-    if (!res || PQntuples(res) != 1) {
+    if (!res || row < 0 || row >= PQntuples(res)) {
         cb(ctx, PG_APPEND_INTERNAL, NULL, NULL, "append: unexpected result");
         return;
     }
-    pg_append_status st = status_of(col(res, 0, PQfnumber(res, "status")));
+    pg_append_status st = status_of(col(res, row, PQfnumber(res, "status")));
     pg_message m;
     pg_chat_state chat = {0};
     bool has_msg = (st == PG_APPEND_OK || st == PG_APPEND_REPLAY) &&
-                   pg_message_from_row(res, 0, &m) == 0;
-    bool has_chat = col(res, 0, PQfnumber(res, "chat_status")) != NULL;
+                   pg_message_from_row(res, row, &m) == 0;
+    bool has_chat = col(res, row, PQfnumber(res, "chat_status")) != NULL;
     if (has_chat) {
-        chat.status = col(res, 0, PQfnumber(res, "chat_status"));
-        chat.owner_version = (int)col_i64(res, 0, PQfnumber(res, "owner_version"));
-        chat.last_seq = col_i64(res, 0, PQfnumber(res, "last_seq"));
-        chat.org_id = col(res, 0, PQfnumber(res, "org_id"));
-        chat.customer_key = col(res, 0, PQfnumber(res, "customer_key"));
-        chat.agent_id = col(res, 0, PQfnumber(res, "agent_id"));
+        chat.status = col(res, row, PQfnumber(res, "chat_status"));
+        chat.owner_version = (int)col_i64(res, row, PQfnumber(res, "owner_version"));
+        chat.last_seq = col_i64(res, row, PQfnumber(res, "last_seq"));
+        chat.org_id = col(res, row, PQfnumber(res, "org_id"));
+        chat.customer_key = col(res, row, PQfnumber(res, "customer_key"));
+        chat.agent_id = col(res, row, PQfnumber(res, "agent_id"));
     }
     if ((st == PG_APPEND_OK || st == PG_APPEND_REPLAY) && !has_msg) {
         cb(ctx, PG_APPEND_INTERNAL, NULL, NULL, "append: bad row");
@@ -182,8 +185,63 @@ static char *array_literal(const char *const *items, size_t n)
     return buf_steal(&b, NULL);
 }
 
+static void json_field(buf_t *b, const char *k, const char *v)
+{
+    if (b->len > 1)
+        buf_putc(b, ',');
+    buf_json_str(b, k, strlen(k));
+    buf_putc(b, ':');
+    if (v)
+        buf_json_str(b, v, strlen(v));
+    else
+        buf_puts(b, "null");
+}
+
+/* The common case (no upload ids): one JSON item of a combined chat_append_batch() call, so
+ * the appends of one loop iteration that go to the same connection become one multi-row
+ * write. The attachments JSON is checked to be an array before it is embedded. */
+static pg_req_id append_combined(pg_client *pg, const pg_append_req *req, append_ctx *a)
+{
+    buf_t b;
+    buf_init(&b);
+    buf_putc(&b, '{');
+    json_field(&b, "chat", req->chat_id);
+    json_field(&b, "cid", req->client_id);
+    json_field(&b, "st", req->sender_type);
+    json_field(&b, "sid", req->sender_id);
+    json_field(&b, "sn", req->sender_name);
+    json_field(&b, "text", req->text ? req->text : "");
+    json_field(&b, "org", req->org_id);
+    if (req->owner_version >= 0)
+        buf_printf(&b, ",\"ov\":%d", req->owner_version);
+    if (req->attachments_json) {
+        cJSON *att = cJSON_Parse(req->attachments_json);
+        if (cJSON_IsArray(att)) {
+            buf_puts(&b, ",\"att\":");
+            buf_puts(&b, req->attachments_json);
+        }
+        cJSON_Delete(att);
+    }
+    buf_putc(&b, '}');
+    pg_query_opts q = {
+        .route_key = req->chat_id,
+        .row_cb = append_done_row,
+        .on_cancel = append_cancelled,
+        .combine_sql = APPEND_BATCH_SQL,
+        .combine_item = b.data,
+    };
+    pg_req_id id = pg_query_ex(pg, &q, NULL, a);
+    buf_free(&b);
+    return id;
+}
+
 pg_req_id pg_append_message(pg_client *pg, const pg_append_req *req, pg_append_cb cb, void *ctx)
 {
+    append_ctx *a = xmalloc(sizeof *a);
+    a->cb = cb;
+    a->ctx = ctx;
+    if (!req->nupload_ids)
+        return append_combined(pg, req, a);
     pg_prepare(pg, APPEND_STMT, APPEND_SQL);
     char ver[16];
     snprintf(ver, sizeof ver, "%d", req->owner_version);
@@ -194,9 +252,6 @@ pg_req_id pg_append_message(pg_client *pg, const pg_append_req *req, pg_append_c
         req->attachments_json, req->org_id, req->owner_version >= 0 ? ver : NULL,
         uploads,
     };
-    append_ctx *a = xmalloc(sizeof *a);
-    a->cb = cb;
-    a->ctx = ctx;
     pg_query_opts q = {
         .stmt = APPEND_STMT,
         .nparams = 10,
@@ -204,8 +259,9 @@ pg_req_id pg_append_message(pg_client *pg, const pg_append_req *req, pg_append_c
         .route_key = req->chat_id,
         .flags = PG_Q_BATCH,
         .on_cancel = append_cancelled,
+        .row_cb = append_done_row,
     };
-    pg_req_id id = pg_query_ex(pg, &q, append_done, a);
+    pg_req_id id = pg_query_ex(pg, &q, NULL, a);
     free(uploads);
     return id;
 }

@@ -26,10 +26,16 @@
 
 enum conn_state { CONN_BACKOFF, CONN_CONNECTING, CONN_READY, CONN_CLOSED };
 
+typedef struct req_list {
+    struct pg_req *head, *tail;
+    int n;
+} req_list;
+
 typedef struct pg_req {
     struct pg_req *next;
     pg_req_id id;
     pg_cb cb;
+    pg_row_cb row_cb;   /* instead of cb when set */
     void *ctx;
     void (*on_cancel)(void *ctx);
     char *sql;          /* owned; query text (NULL for a prepared statement) */
@@ -44,12 +50,11 @@ typedef struct pg_req {
     uint64_t deadline_ms;  /* while pending on a connection that is not up */
     uint64_t sent_ms;
     PGresult *res;      /* held until the group's sync */
+    char *combine_sql;  /* owned; combinable request (see pg_query_opts) */
+    char *item;         /* owned; its JSON item */
+    bool carrier;       /* a combined query standing for `members` */
+    req_list members;   /* carrier only: the combined requests, in item order */
 } pg_req;
-
-typedef struct req_list {
-    pg_req *head, *tail;
-    int n;
-} req_list;
 
 typedef struct pg_conn {
     pg_client *pg;
@@ -163,24 +168,48 @@ static void req_free(pg_req *r)
 {
     if (!r)
         return;
+    pg_req *m;
+    while ((m = list_pop(&r->members)))
+        req_free(m);
     PQclear(r->res);
+    free(r->combine_sql);
+    free(r->item);
     free(r->sql);
     free(r->stmt);
     free(r->params);
     free(r);
 }
 
-/* Runs r's callback (if still attached) and frees r. r must be unlinked already. */
-static void req_finish(pg_client *pg, pg_req *r, const PGresult *res, const char *err)
+/* Runs one request's callback (if still attached) with its row, and frees it. */
+static void req_finish_row(pg_client *pg, pg_req *r, const PGresult *res, int row,
+                           const char *err)
 {
     if (!r->internal) {
         pg->stats.queries++;
         if (err)
             pg->stats.errors++;
     }
-    if (r->cb)
+    if (r->row_cb)
+        r->row_cb(r->ctx, res, row, err);
+    else if (r->cb)
         r->cb(r->ctx, res, err);
     req_free(r);
+}
+
+/* Runs r's callback(s) and frees r. r must be unlinked already. A carrier passes the result
+ * on to each member with its row (row -1 with err on failure). */
+static void req_finish(pg_client *pg, pg_req *r, const PGresult *res, const char *err)
+{
+    if (!r->carrier) {
+        req_finish_row(pg, r, res, err ? -1 : 0, err);
+        return;
+    }
+    req_list members = r->members;
+    memset(&r->members, 0, sizeof r->members);
+    req_free(r);
+    pg_req *m;
+    for (int row = 0; (m = list_pop(&members)); row++)
+        req_finish_row(pg, m, res, err ? -1 : row, err);
 }
 
 /* Fails and frees every request of l with res == NULL and err. */
@@ -386,6 +415,36 @@ static void conn_finish_group(pg_conn *c)
     }
     bool failed = c->group_failed;
     c->group_failed = false;
+    if (group.n == 1 && group.head->carrier) {
+        r = list_pop(&group);
+        PGresult *res = r->res;
+        r->res = NULL;
+        if (failed && r->members.n > 1) {
+            /* Re-send every member as its own single-item query, in order. */
+            pg->stats.batches_retried++;
+            req_list retry = r->members;
+            memset(&r->members, 0, sizeof r->members);
+            for (pg_req *m = retry.head; m; m = m->next)
+                m->solo = true;
+            list_prepend_all(&c->pending, &retry);
+            req_free(r);
+            PQclear(res);
+            schedule(pg);
+            return;
+        }
+        char buf[512];
+        const char *err = NULL;
+        if (failed || !res) {
+            snprintf(buf, sizeof buf, "%s", res ? PQresultErrorMessage(res) : "no result");
+            buf[strcspn(buf, "\n")] = '\0';
+            err = buf[0] ? buf : "query failed";
+        } else if (PQntuples(res) != r->members.n) {
+            err = "internal: combined query returned a wrong number of rows";
+        }
+        req_finish(pg, r, res, err);
+        PQclear(res);
+        return;
+    }
     if (failed && group.n > 1) {
         /* Shared transaction rolled back: every member is re-run alone, in order, ahead of
          * what is pending. Results already received describe rolled-back work. */
@@ -546,6 +605,43 @@ static int send_one(pg_conn *c, pg_req *r)
     return ok ? 0 : -1;
 }
 
+/* Takes the combinable request at the head of c->pending and the adjacent ones with the same
+ * combine_sql (up to max_batch; a `solo` request goes alone) into a new carrier request whose
+ * only parameter is the JSON array of their items. */
+static pg_req *make_carrier(pg_conn *c)
+{
+    pg_client *pg = c->pg;
+    pg_req *first = list_pop(&c->pending);
+    pg_req *carrier = xcalloc(1, sizeof *carrier);
+    carrier->carrier = true;
+    carrier->sql = xstrdup(first->combine_sql);
+    size_t total = 3;
+    list_push(&carrier->members, first);
+    total += strlen(first->item) + 1;
+    while (!first->solo && carrier->members.n < pg->opt.max_batch && c->pending.head &&
+           !c->pending.head->solo && c->pending.head->combine_sql &&
+           strcmp(c->pending.head->combine_sql, first->combine_sql) == 0) {
+        pg_req *m = list_pop(&c->pending);
+        total += strlen(m->item) + 1;
+        list_push(&carrier->members, m);
+    }
+    carrier->nparams = 1;
+    carrier->params = xmalloc(sizeof(char *) + total);
+    char *p = (char *)(carrier->params + 1);
+    carrier->params[0] = p;
+    *p++ = '[';
+    for (pg_req *m = carrier->members.head; m; m = m->next) {
+        if (m != carrier->members.head)
+            *p++ = ',';
+        size_t n = strlen(m->item);
+        memcpy(p, m->item, n);
+        p += n;
+    }
+    *p++ = ']';
+    *p = '\0';
+    return carrier;
+}
+
 /* Sends pending requests as pipelined groups while there is room in flight. */
 static void conn_dispatch(pg_conn *c)
 {
@@ -575,6 +671,21 @@ static void conn_dispatch(pg_conn *c)
     }
     while (c->pending.head && c->inflight.n < pg->opt.max_inflight) {
         int group = 0;
+        if (c->pending.head->combine_sql) {
+            pg_req *carrier = make_carrier(c);
+            carrier->sent_ms = now;
+            carrier->sync_after = true;
+            if (send_one(c, carrier) < 0 || PQpipelineSync(c->conn) != 1) {
+                list_push(&c->inflight, carrier);
+                conn_fail(c, PQerrorMessage(c->conn));
+                return;
+            }
+            if (!c->cur && !c->await_sync)
+                c->cur = carrier;
+            list_push(&c->inflight, carrier);
+            sent = true;
+            continue;
+        }
         for (;;) {
             pg_req *r = list_pop(&c->pending);
             r->sent_ms = now;
@@ -720,7 +831,7 @@ static void client_handle_closed(uv_handle_t *h)
     /* Queries submitted by callbacks during pg_free: nobody is left to answer. */
     pg_req *r;
     while ((r = list_pop(&pg->failed))) {
-        if (r->cb && r->on_cancel)
+        if ((r->cb || r->row_cb) && r->on_cancel)
             r->on_cancel(r->ctx);
         req_free(r);
     }
@@ -815,7 +926,12 @@ pg_req_id pg_query_ex(pg_client *pg, const pg_query_opts *q, pg_cb cb, void *ctx
     r->cb = cb;
     r->ctx = ctx;
     r->on_cancel = q->on_cancel;
+    r->row_cb = q->row_cb;
     r->flags = q->flags;
+    if (q->combine_sql && q->combine_item) {
+        r->combine_sql = xstrdup(q->combine_sql);
+        r->item = xstrdup(q->combine_item);
+    }
     if (q->stmt)
         r->stmt = xstrdup(q->stmt);
     else
@@ -857,7 +973,7 @@ pg_req_id pg_query(pg_client *pg, const char *sql, int nparams, const char *cons
 static pg_req *find_in(req_list *l, pg_req_id id)
 {
     for (pg_req *r = l->head; r; r = r->next)
-        if (r->id == id && !r->internal)
+        if (r->id == id && !r->internal && !r->carrier)
             return r;
     return NULL;
 }
@@ -877,9 +993,14 @@ bool pg_cancel(pg_client *pg, pg_req_id id)
             list_remove(&c->pending, r);
             goto detached_unlinked;
         }
-        if ((r = find_in(&c->inflight, id)) && r->cb) {
+        r = find_in(&c->inflight, id);
+        for (pg_req *cr = c->inflight.head; !r && cr; cr = cr->next)
+            if (cr->carrier)
+                r = find_in(&cr->members, id);
+        if (r && (r->cb || r->row_cb)) {
             /* Results still have to be read in order: keep the request, drop the callback. */
             r->cb = NULL;
+            r->row_cb = NULL;
             if (r->on_cancel)
                 r->on_cancel(r->ctx);
             return true;

@@ -58,6 +58,9 @@ void pg_free(pg_client *pg);
 bool pg_is_ready(const pg_client *pg);
 
 typedef void (*pg_cb)(void *ctx, const PGresult *res, const char *err);
+/* Like pg_cb, plus the row of res that belongs to this request (combined queries, see
+ * pg_query_opts.combine_sql); row is 0 for a plain query and -1 when err is set. */
+typedef void (*pg_row_cb)(void *ctx, const PGresult *res, int row, const char *err);
 typedef uint64_t pg_req_id; /* 0 is never a valid id */
 
 /* Flags of pg_query_opts. */
@@ -76,6 +79,15 @@ typedef struct pg_query_opts {
     const char *route_key;      /* e.g. the chat id: same key, same connection; NULL = any */
     unsigned flags;             /* PG_Q_* */
     void (*on_cancel)(void *ctx); /* called instead of cb when the query is cancelled, or NULL */
+    pg_row_cb row_cb;           /* used instead of cb when set */
+    /* Multi-row writes: requests with the same combine_sql that are adjacent in a connection's
+     * queue (same route) are sent as ONE query, combine_sql with $1 = the JSON array of their
+     * combine_item values (up to max_batch). It must return exactly one row per item, in item
+     * order; each request's row_cb gets that result and its row. If the combined query fails,
+     * every item is re-sent alone, so only a failing item reports an error. sql/stmt/params are
+     * ignored for such requests. */
+    const char *combine_sql;
+    const char *combine_item;   /* one JSON value (copied) */
 } pg_query_opts;
 
 /* Queues a query. Returns its id (for pg_cancel). Text results. */

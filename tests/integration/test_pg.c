@@ -481,6 +481,89 @@ static void test_query_errors_and_batch_retry(void **state)
     free_client(pg);
 }
 
+/* Combined (multi-row) queries: one bad item fails the combined query; every item is then
+ * re-sent alone and only the bad one reports an error. */
+typedef struct row_result {
+    int done;
+    int want;
+    int row[8];
+    char val[8][32];
+    int calls[8];
+} row_result;
+
+typedef struct row_slot {
+    row_result *r;
+    int i;
+} row_slot;
+
+static void on_row(void *ctx, const PGresult *res, int row, const char *err)
+{
+    row_slot *s = ctx;
+    s->r->calls[s->i]++;
+    s->r->done++;
+    s->r->row[s->i] = row;
+    snprintf(s->r->val[s->i], 32, "%s", err ? "ERR" : PQgetvalue(res, row, 0));
+}
+
+static void test_combined_queries(void **state)
+{
+    (void)state;
+    NEED_DB();
+    pg_client *pg = new_client(1);
+    const char *sql = "SELECT ((x->>'v')::int * 2)::text FROM jsonb_array_elements($1::jsonb) "
+                      "WITH ORDINALITY t(x, o) ORDER BY o";
+    const char *items[5] = {"{\"v\":1}", "{\"v\":2}", "{\"v\":3}", "{\"v\":4}", "{\"v\":5}"};
+    row_result r = {.want = 5};
+    row_slot s[8];
+    for (int i = 0; i < 5; i++) {
+        s[i] = (row_slot){&r, i};
+        pg_query_opts q = {.combine_sql = sql, .combine_item = items[i], .row_cb = on_row};
+        pg_query_ex(pg, &q, NULL, &s[i]);
+    }
+    assert_true(run_until(int_reaches, &r.done, 10));
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(r.calls[i], 1);
+        assert_int_equal(r.row[i], i); /* one combined query: rows 0..4 */
+        char want[8];
+        snprintf(want, sizeof want, "%d", 2 * (i + 1));
+        assert_string_equal(r.val[i], want);
+    }
+    pg_stats st0;
+    pg_get_stats(pg, &st0);
+
+    row_result r2 = {.want = 3};
+    const char *items2[3] = {"{\"v\":10}", "{\"v\":\"bad\"}", "{\"v\":30}"};
+    for (int i = 0; i < 3; i++) {
+        s[i] = (row_slot){&r2, i};
+        pg_query_opts q = {.combine_sql = sql, .combine_item = items2[i], .row_cb = on_row};
+        pg_query_ex(pg, &q, NULL, &s[i]);
+    }
+    assert_true(run_until(int_reaches, &r2.done, 10));
+    assert_string_equal(r2.val[0], "20");
+    assert_string_equal(r2.val[1], "ERR");
+    assert_int_equal(r2.row[1], -1);
+    assert_string_equal(r2.val[2], "60");
+    assert_int_equal(r2.row[2], 0); /* re-sent alone */
+    pg_stats st1;
+    pg_get_stats(pg, &st1);
+    assert_int_equal(st1.batches_retried, st0.batches_retried + 1);
+
+    /* cancel a member of a combined query in flight */
+    row_result r3 = {.want = 2};
+    pg_req_id ids[3];
+    for (int i = 0; i < 3; i++) {
+        s[i] = (row_slot){&r3, i};
+        pg_query_opts q = {.combine_sql = sql, .combine_item = items[i], .row_cb = on_row};
+        ids[i] = pg_query_ex(pg, &q, NULL, &s[i]);
+    }
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_true(pg_cancel(pg, ids[1]));
+    assert_true(run_until(int_reaches, &r3.done, 10));
+    assert_int_equal(r3.calls[1], 0);
+    assert_string_equal(r3.val[2], "6");
+    free_client(pg);
+}
+
 static int cancelled_ctx_freed;
 static void on_cancel_hook(void *ctx)
 {
@@ -680,6 +763,7 @@ int main(void)
         cmocka_unit_test(test_append_closed_and_not_found),
         cmocka_unit_test(test_append_owner_version),
         cmocka_unit_test(test_query_errors_and_batch_retry),
+        cmocka_unit_test(test_combined_queries),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_free_fails_pending),
         cmocka_unit_test(test_restart_recovers),
