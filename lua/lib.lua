@@ -64,16 +64,21 @@ end
 -- Agents that are online, not away and below capacity.
 -- status: hash identity ("agent:SUB") -> online|away
 -- load / max: hashes SUB -> count / max_chats (default 3)
+-- Three hash reads whatever the number of agents.
 local function available_agents(status_key, load_key, max_key)
     local flat = redis.call('HGETALL', status_key)
+    if #flat == 0 then return 0 end
+    local loads, maxes = {}, {}
+    local l = redis.call('HGETALL', load_key)
+    for i = 1, #l, 2 do loads[l[i]] = tonumber(l[i + 1]) end
+    local m = redis.call('HGETALL', max_key)
+    for i = 1, #m, 2 do maxes[m[i]] = tonumber(m[i + 1]) end
     local n = 0
     for i = 1, #flat, 2 do
         local ident, st = flat[i], flat[i + 1]
         if st == 'online' and string.sub(ident, 1, 6) == 'agent:' then
             local sub = string.sub(ident, 7)
-            local load = tonumber(redis.call('HGET', load_key, sub)) or 0
-            local max = tonumber(redis.call('HGET', max_key, sub)) or 3
-            if load < max then n = n + 1 end
+            if (loads[sub] or 0) < (maxes[sub] or 3) then n = n + 1 end
         end
     end
     return n
@@ -94,6 +99,25 @@ end
 
 local function entry_key(prefix, chat) return prefix .. 'qentry:' .. chat end
 local function sig_key(prefix, sig) return prefix .. 'qsig:' .. sig end
+-- qsigf:SKILL = the skill sets (with a qsig zset) whose first skill is SKILL,
+-- so pick only looks at skill sets that can possibly match the agent.
+local function sigfirst_key(prefix, sig)
+    local c = string.find(sig, ',', 1, true)
+    local first = sig
+    if c ~= nil then first = string.sub(sig, 1, c - 1) end
+    return prefix .. 'qsigf:' .. first
+end
+
+local function sig_index_add(prefix, sigs_key, sig)
+    if redis.call('SADD', sigs_key, sig) == 1 and sig ~= '' then
+        redis.call('SADD', sigfirst_key(prefix, sig), sig)
+    end
+end
+
+local function sig_index_del(prefix, sigs_key, sig)
+    redis.call('SREM', sigs_key, sig)
+    if sig ~= '' then redis.call('SREM', sigfirst_key(prefix, sig), sig) end
+end
 
 -- Removes a queued chat (entry hash + both zsets). Returns the entry as a
 -- table (field -> value) or nil when the chat was not queued.
@@ -106,7 +130,7 @@ local function queue_remove(prefix, queue_key, sigs_key, chat)
     redis.call('ZREM', queue_key, e.member)
     local sk = sig_key(prefix, e.sig or '')
     redis.call('ZREM', sk, e.member)
-    if redis.call('ZCARD', sk) == 0 then redis.call('SREM', sigs_key, e.sig or '') end
+    if redis.call('ZCARD', sk) == 0 then sig_index_del(prefix, sigs_key, e.sig or '') end
     redis.call('DEL', ek)
     return e
 end
@@ -124,7 +148,7 @@ local function queue_insert(prefix, queue_key, sigs_key, seq_key, chat, priority
     local score = fmt_int(queue_score(priority, enq_ms))
     redis.call('ZADD', queue_key, score, member)
     redis.call('ZADD', sig_key(prefix, sig), score, member)
-    redis.call('SADD', sigs_key, sig)
+    sig_index_add(prefix, sigs_key, sig)
     redis.call('HSET', entry_key(prefix, chat), 'chat', chat, 'member', member, 'skills', sig,
         'sig', sig, 'priority', tostring(priority), 'enqueuedAt', fmt_int(enq_ms),
         'preview', preview or '')

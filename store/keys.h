@@ -27,6 +27,9 @@
  *                                    required-skill set (sorted, comma joined;
  *                                    "qsig:" alone = no skill required)
  *   qsigs                    set     the skill sets that have a qsig zset
+ *   qsigf:SKILL              set     those skill sets whose first skill is SKILL
+ *                                    (pick-next only inspects the sets starting
+ *                                    with one of the agent's skills)
  *   qseq                     string  INCR counter for SEQ
  *   qentry:CHATID            hash    chat, member, skills, sig, priority,
  *                                    enqueuedAt (ms), preview
