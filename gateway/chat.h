@@ -30,6 +30,8 @@ typedef struct chat_app {
     sio_nsp *nsp;
     char node_id[128];
     strmap sockets; /* sio socket id -> chat_sock (this node's) */
+    bool hooks_started;
+    void *presence, *timers, *queue; /* module state, owned by chat_presence.c etc. */
     struct {
         uint64_t connects, messages, broadcasts, fanout_in, fanout_out;
     } stats;
@@ -64,6 +66,8 @@ typedef struct chat_sock {
 chat_app *chat_app_new(uv_loop_t *loop, const chatd_config *cfg, sio_server *sio,
                        pg_client *pg, redis_client *redis, char *err, size_t errlen);
 void chat_app_free(chat_app *app);
+/* Stops the modules' timers (before the loop drains at shutdown). Accepts NULL. */
+void chat_app_stop(chat_app *app);
 /* Attaches the Redis client (created after the app, whose pointer it carries)
  * and subscribes to the fan-out channel. */
 void chat_app_set_redis(chat_app *app, redis_client *redis);
@@ -123,6 +127,10 @@ void chat_on_history(chat_sock *cs, const sio_event *ev);
 void chat_on_close(chat_sock *cs, const sio_event *ev);
 void chat_on_observe(chat_sock *cs, const sio_event *ev);
 void chat_on_unobserve(chat_sock *cs, const sio_event *ev);
+void chat_on_set_status(chat_sock *cs, const sio_event *ev);    /* chat_presence.c */
+void chat_on_pick_next(chat_sock *cs, const sio_event *ev);     /* chat_agent.c */
+void chat_on_transfer(chat_sock *cs, const sio_event *ev);      /* chat_agent.c */
+void chat_on_request_agent(chat_sock *cs, const sio_event *ev); /* chat_agent.c */
 
 /* Payload helpers: a string member (NULL when absent or not a string). */
 const char *chat_json_str(const cJSON *obj, const char *name);

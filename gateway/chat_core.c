@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "gateway/chat.h"
+#include "gateway/chat_hooks.h"
 #include "gateway/sio_packet.h"
 #include "store/messages.h"
 
@@ -289,6 +290,12 @@ void chat_on_fanout(void *ctx, const char *pattern, const char *channel, size_t 
                     const char *data, size_t len)
 {
     chat_app *app = ctx;
+    static const char expired[] = ":expired";
+    if (channel_len > sizeof expired && !memcmp(channel + channel_len - (sizeof expired - 1),
+                                                expired, sizeof expired - 1)) {
+        chat_hook_expired(app, data, len); /* __keyevent@N__:expired */
+        return;
+    }
     if (channel_len != strlen(CHAT_FANOUT_CHANNEL) ||
         memcmp(channel, CHAT_FANOUT_CHANNEL, channel_len) != 0 || len < 4)
         return;
@@ -488,6 +495,7 @@ static void on_session_chats(void *ctx, const PGresult *res, const char *err)
     buf_free(&b);
     app->stats.connects++;
     start_catchup(cs, op->json);
+    chat_hook_connected(cs);
     chat_op_free(op);
 }
 
@@ -538,6 +546,7 @@ static void chat_disconnect(void *ctx, sio_socket *s, const char *reason)
     chat_sock *cs = sio_get_user(s);
     if (!cs)
         return;
+    chat_hook_disconnected(cs);
     strmap_del(&app->sockets, sio_id(s), strlen(sio_id(s)));
     sio_set_user(s, NULL);
     chat_sock_free(cs);
@@ -561,6 +570,10 @@ static const struct chat_event_row {
     {"close-chat", chat_on_close, EV_CUSTOMER | EV_AGENT},
     {"observe-chat", chat_on_observe, EV_AGENT},
     {"unobserve-chat", chat_on_unobserve, EV_AGENT},
+    {"set-status", chat_on_set_status, EV_AGENT},
+    {"pick-next", chat_on_pick_next, EV_AGENT},
+    {"transfer-chat", chat_on_transfer, EV_AGENT},
+    {"request-agent", chat_on_request_agent, EV_CUSTOMER},
 };
 
 /* Token bucket: rate_events_per_s, burst 4x. */
@@ -639,6 +652,17 @@ void chat_app_set_redis(chat_app *app, redis_client *redis)
 {
     app->redis = redis;
     redis_subscribe(redis, CHAT_FANOUT_CHANNEL);
+    redis_subscribe_expired(redis);
+    chat_hooks_start(app);
+    app->hooks_started = true;
+}
+
+void chat_app_stop(chat_app *app)
+{
+    if (app && app->hooks_started) {
+        chat_hooks_stop(app);
+        app->hooks_started = false;
+    }
 }
 
 bool chat_app_ready(const chat_app *app)

@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "gateway/chat.h"
+#include "gateway/chat_hooks.h"
 #include "store/messages.h"
 
 #define MAX_TEXT_BYTES 65536
@@ -48,6 +49,7 @@ static void on_append(void *ctx, pg_append_status st, const pg_message *msg,
         if (st == PG_APPEND_OK) {
             chat_emit_message(app, chat->org_id, msg->chat_id, msg->seq, b.data);
             app->stats.messages++;
+            chat_hook_message(app, chat->org_id, msg->chat_id, chat->status, msg->sender_type);
         }
         buf_free(&b);
         break;
@@ -118,7 +120,6 @@ static void on_open_chat(void *ctx, const PGresult *res, const char *err)
     }
     chat_app *app = cs->app;
     const char *chat_id = PQgetvalue(res, 0, PQfnumber(res, "id"));
-    const char *status = PQgetvalue(res, 0, PQfnumber(res, "status"));
     bool created = PQgetvalue(res, 0, PQfnumber(res, "created"))[0] == 't';
     bool ai = PQgetvalue(res, 0, PQfnumber(res, "ai_enabled"))[0] == 't';
     int gcol = PQfnumber(res, "greeting");
@@ -135,7 +136,7 @@ static void on_open_chat(void *ctx, const PGresult *res, const char *err)
             chat_op *gop = chat_op_new(op->s, -1, chat_id);
             pg_append_message(app->pg, &g, on_append, gop);
         }
-        chat_emit_state(app, cs->p.org, chat_id, status, NULL, NULL);
+        chat_hook_opened(app, cs, res);
     }
     append(cs, op, chat_id);
 }

@@ -221,6 +221,7 @@ static int run_server(chatd_config *cfg, enum mode mode)
     uv_close((uv_handle_t *)&srv.sigint, NULL);
     uv_close((uv_handle_t *)&srv.sigterm, NULL);
     uv_close((uv_handle_t *)&srv.shutdown, NULL);
+    chat_app_stop(srv.chat);
     pg_free(srv.pg);
     redis_free(srv.redis);
     uv_run(srv.loop, UV_RUN_DEFAULT);
@@ -236,6 +237,7 @@ static int run_server(chatd_config *cfg, enum mode mode)
     return 0;
 
 fail:
+    chat_app_stop(srv.chat);
     redis_free(srv.redis);
     pg_free(srv.pg);
     uv_run(srv.loop, UV_RUN_DEFAULT);

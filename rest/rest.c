@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "gateway/http.h"
+#include "gateway/chat_hooks.h"
 #include "rest/rest.h"
 #include "store/messages.h"
 
@@ -272,8 +273,10 @@ static void on_post_append(void *ctx, pg_append_status st, const pg_message *msg
         buf_append(&b, m.data, m.len);
         buf_putc(&b, '}');
         http_respond(c->req, st == PG_APPEND_OK ? 201 : 200, "application/json", b.data, b.len);
-        if (st == PG_APPEND_OK) /* same pushes as the socket event */
+        if (st == PG_APPEND_OK) { /* same pushes as the socket event */
             chat_emit_message(c->app, chat->org_id, msg->chat_id, msg->seq, m.data);
+            chat_hook_message(c->app, chat->org_id, msg->chat_id, chat->status, msg->sender_type);
+        }
         buf_free(&b);
         buf_free(&m);
         break;
