@@ -401,6 +401,27 @@ static void on_timer(uv_timer_t *t)
 
 /* ---------------------------------------------------------------- results */
 
+/* Whether a failed shared transaction is worth re-running member by member: not when the
+ * server is going away or the statement ran out of time (each member would wait again). */
+static bool retry_worthwhile(const PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (!state)
+        return false;
+    return !(strcmp(state, "57014") == 0 || strncmp(state, "08", 2) == 0 ||
+             strncmp(state, "57", 2) == 0 || strncmp(state, "53", 2) == 0 ||
+             strcmp(state, "55P03") == 0);
+}
+
+/* The error result that failed a group (not a PIPELINE_ABORTED follower), or NULL. */
+static const PGresult *group_error(const req_list *group)
+{
+    for (const pg_req *r = group->head; r; r = r->next)
+        if (r->failed && r->res && PQresultStatus(r->res) != PGRES_PIPELINE_ABORTED)
+            return r->res;
+    return NULL;
+}
+
 /* A group's PGRES_PIPELINE_SYNC arrived: its transaction is over. Deliver every request of
  * the group, or, if the shared transaction failed, send its members again one by one. */
 static void conn_finish_group(pg_conn *c)
@@ -419,7 +440,7 @@ static void conn_finish_group(pg_conn *c)
         r = list_pop(&group);
         PGresult *res = r->res;
         r->res = NULL;
-        if (failed && r->members.n > 1) {
+        if (failed && r->members.n > 1 && retry_worthwhile(res)) {
             /* Re-send every member as its own single-item query, in order. */
             pg->stats.batches_retried++;
             req_list retry = r->members;
@@ -445,7 +466,7 @@ static void conn_finish_group(pg_conn *c)
         PQclear(res);
         return;
     }
-    if (failed && group.n > 1) {
+    if (failed && group.n > 1 && retry_worthwhile(group_error(&group))) {
         /* Shared transaction rolled back: every member is re-run alone, in order, ahead of
          * what is pending. Results already received describe rolled-back work. */
         pg->stats.batches_retried++;
@@ -466,30 +487,42 @@ static void conn_finish_group(pg_conn *c)
         schedule(pg);
         return;
     }
+    /* A failed group's transaction was rolled back: every member fails, with the error that
+     * caused it (results received before it describe work that was undone). */
+    PGresult *gerr = NULL;
+    char gmsg[512] = "query failed";
+    if (failed) {
+        for (pg_req *it = group.head; it; it = it->next) {
+            if (it->failed && it->res && PQresultStatus(it->res) != PGRES_PIPELINE_ABORTED) {
+                gerr = it->res;
+                it->res = NULL;
+                break;
+            }
+        }
+        if (gerr) {
+            snprintf(gmsg, sizeof gmsg, "%s", PQresultErrorMessage(gerr));
+            gmsg[strcspn(gmsg, "\n")] = '\0';
+            if (!gmsg[0])
+                snprintf(gmsg, sizeof gmsg, "query failed");
+        }
+    }
     while ((r = list_pop(&group))) {
         if (r->internal) {
-            if (r->failed)
+            if (r->failed || failed)
                 log_error("pg[%d]: prepare %s failed: %s", c->index, r->stmt,
-                          r->res ? PQresultErrorMessage(r->res) : "?");
+                          r->res ? PQresultErrorMessage(r->res) : gmsg);
             req_free(r);
             continue;
         }
-        const char *err = NULL;
-        char buf[512];
-        if (!r->res) {
-            err = "internal: no result";
-        } else if (r->failed) {
-            snprintf(buf, sizeof buf, "%s", PQresultErrorMessage(r->res));
-            size_t n = strlen(buf);
-            while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-                buf[--n] = '\0';
-            err = buf[0] ? buf : "query failed";
-        }
         PGresult *res = r->res;
         r->res = NULL;
-        req_finish(pg, r, res, err);
+        if (failed)
+            req_finish(pg, r, gerr, gmsg);
+        else
+            req_finish(pg, r, res, res ? NULL : "internal: no result");
         PQclear(res);
     }
+    PQclear(gerr);
 }
 
 /* Reads every complete result libpq has buffered. Returns -1 if the connection failed (c has

@@ -479,6 +479,31 @@ static void test_query_errors_and_batch_retry(void **state)
     pg_get_stats(pg, &st);
     assert_true(st.batches_retried >= 1);
     free_client(pg);
+
+    /* A shared transaction that ran out of time is not re-run member by member (each would
+     * wait again): every member fails, including the one whose result came before. */
+    pg_options o;
+    pg_options_default(&o);
+    o.pool_size = 1;
+    o.statement_timeout_ms = 200;
+    pg = pg_new(&loop, db_url, &o);
+    assert_true(run_until(is_ready, pg, 10));
+    q_result q2 = {.want = 3};
+    q_slot s2[3] = {{&q2, 0}, {&q2, 1}, {&q2, 2}};
+    pg_query_opts slow = {.sql = "SELECT pg_sleep(2)", .flags = PG_Q_BATCH};
+    pg_query_ex(pg, &batch, on_query, &s2[0]);
+    pg_query_ex(pg, &slow, on_query, &s2[1]);
+    pg_query_ex(pg, &batch, on_query, &s2[2]);
+    assert_true(run_until(int_reaches, &q2.done, 10));
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(q2.calls[i], 1);
+        assert_string_equal(q2.val[i], "ERR");
+        assert_int_equal(q2.outcome[i], PG_OUTCOME_UNAVAILABLE);
+    }
+    pg_stats st2;
+    pg_get_stats(pg, &st2);
+    assert_int_equal(st2.batches_retried, 0);
+    free_client(pg);
 }
 
 /* Combined (multi-row) queries: one bad item fails the combined query; every item is then
