@@ -104,7 +104,7 @@ start_pg() {
         as_pg "$PGBIN/initdb" -D "$PG_DATA" -U postgres -A trust -E UTF8 --locale=C.UTF-8 \
             --no-sync >"$DIR/pg/initdb.log" 2>&1 || die "initdb failed (see $DIR/pg/initdb.log)"
     fi
-    if pg_running && "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "${PG_PORT:-0}" 2>/dev/null; then
+    if pg_running && "$PGBIN/pg_isready" -q -U postgres -d postgres -h 127.0.0.1 -p "${PG_PORT:-0}" 2>/dev/null; then
         return 0
     fi
     [ -n "${PG_PORT:-}" ] || PG_PORT=$(free_port)
@@ -114,7 +114,7 @@ start_pg() {
         start >/dev/null || die "postgres did not start on $PG_PORT (see $DIR/pg/postgres.log)"
     local i
     for i in $(seq 1 100); do
-        "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && break
+        "$PGBIN/pg_isready" -q -U postgres -d postgres -h 127.0.0.1 -p "$PG_PORT" && break
         sleep 0.05
     done
     local psql=("$PGBIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1)

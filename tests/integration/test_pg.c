@@ -662,6 +662,8 @@ static void test_message_json(void **state)
 static const char *services_dir(char *buf, size_t n)
 {
     const char *d = getenv("CHATD_TEST_SERVICES_DIR");
+    if (!d || !*d)
+        d = getenv("TEST_SERVICES_DIR"); /* tests/run.sh */
     if (d && *d)
         return d;
     const char *data = getenv("PG_DATA"); /* DIR/pg/data */
