@@ -108,6 +108,33 @@ local function sigfirst_key(prefix, sig)
     return prefix .. 'qsigf:' .. first
 end
 
+-- qhead: skill set -> "score|member" of the first entry of its qsig zset,
+-- so pick reads every candidate head with one HMGET.
+local function head_parse(v)
+    if not v then return nil end
+    local bar = string.find(v, '|', 1, true)
+    if bar == nil then return nil end
+    return tonumber(string.sub(v, 1, bar - 1)), string.sub(v, bar + 1)
+end
+
+local function head_offer(prefix, sig, score, member)
+    local k = prefix .. 'qhead'
+    local sc, m = head_parse(redis.call('HGET', k, sig))
+    if sc == nil or score < sc or (score == sc and member < m) then
+        redis.call('HSET', k, sig, fmt_int(score) .. '|' .. member)
+    end
+end
+
+local function head_refresh(prefix, sig)
+    local k = prefix .. 'qhead'
+    local h = redis.call('ZRANGE', prefix .. 'qsig:' .. sig, 0, 0, 'WITHSCORES')
+    if #h == 2 then
+        redis.call('HSET', k, sig, fmt_int(tonumber(h[2])) .. '|' .. h[1])
+    else
+        redis.call('HDEL', k, sig)
+    end
+end
+
 local function sig_index_add(prefix, sigs_key, sig)
     if redis.call('SADD', sigs_key, sig) == 1 and sig ~= '' then
         redis.call('SADD', sigfirst_key(prefix, sig), sig)
@@ -128,9 +155,12 @@ local function queue_remove(prefix, queue_key, sigs_key, chat)
     local e = {}
     for i = 1, #flat, 2 do e[flat[i]] = flat[i + 1] end
     redis.call('ZREM', queue_key, e.member)
-    local sk = sig_key(prefix, e.sig or '')
+    local sig = e.sig or ''
+    local sk = sig_key(prefix, sig)
     redis.call('ZREM', sk, e.member)
-    if redis.call('ZCARD', sk) == 0 then sig_index_del(prefix, sigs_key, e.sig or '') end
+    local _, hm = head_parse(redis.call('HGET', prefix .. 'qhead', sig))
+    if hm == nil or hm == e.member then head_refresh(prefix, sig) end
+    if redis.call('ZCARD', sk) == 0 then sig_index_del(prefix, sigs_key, sig) end
     redis.call('DEL', ek)
     return e
 end
@@ -145,9 +175,11 @@ local function queue_insert(prefix, queue_key, sigs_key, seq_key, chat, priority
         local seq = redis.call('INCR', seq_key)
         member = string.format('%012d', seq) .. ':' .. chat
     end
-    local score = fmt_int(queue_score(priority, enq_ms))
+    local nscore = queue_score(priority, enq_ms)
+    local score = fmt_int(nscore)
     redis.call('ZADD', queue_key, score, member)
     redis.call('ZADD', sig_key(prefix, sig), score, member)
+    head_offer(prefix, sig, nscore, member)
     sig_index_add(prefix, sigs_key, sig)
     redis.call('HSET', entry_key(prefix, chat), 'chat', chat, 'member', member, 'skills', sig,
         'sig', sig, 'priority', tostring(priority), 'enqueuedAt', fmt_int(enq_ms),

@@ -3,8 +3,9 @@
 -- order) among the entries whose required skills are a subset of the agent's.
 -- Entries are indexed per distinct required-skill set (qsig:<sig> zsets) and
 -- the sets by their first skill (qsigf:<skill>), so a pick only inspects the
--- skill sets that start with one of the agent's skills: O(those sets + log n),
--- never a scan of the queue.
+-- skill sets that start with one of the agent's skills, and reads their first
+-- entries from the qhead hash in one call: O(those sets + log n), never a
+-- scan of the queue.
 -- KEYS: 1 queue zset, 2 qsigs set, 3 agentload hash, 4 agentmax hash
 -- ARGV: 1 prefix, 2 agent id (sub), 3 max_chats, 4 agent skills "a,b"
 -- Returns {"full", load, max} | {"empty", load, max} |
@@ -24,27 +25,31 @@ local have = {}
 for _, sk in ipairs(mine) do have[sk] = true end
 
 -- candidate skill sets: "no skill required" plus, per agent skill, the sets
--- starting with it (qsigf index); each is checked for inclusion.
-local best_member, best_score
-local function consider(sig)
-    for item in string.gmatch(sig, '[^,]+') do
-        if not have[item] then return end
-    end
-    local head = redis.call('ZRANGE', sig_key(prefix, sig), 0, 0, 'WITHSCORES')
-    if #head == 2 then
-        local sc = tonumber(head[2])
-        if best_score == nil or sc < best_score or (sc == best_score and head[1] < best_member) then
-            best_member, best_score = head[1], sc
-        end
-    else
-        sig_index_del(prefix, KEYS[2], sig) -- stale index entry
-    end
-end
-consider('')
+-- starting with it (qsigf index); each is checked for inclusion, then the
+-- heads of all eligible sets are read at once from qhead.
+local cands = {''}
 for _, sk in ipairs(mine) do
     for _, sig in ipairs(redis.call('SMEMBERS', prefix .. 'qsigf:' .. sk)) do
-        consider(sig)
+        local ok = true
+        for item in string.gmatch(sig, '[^,]+') do
+            if not have[item] then ok = false; break end
+        end
+        if ok then cands[#cands + 1] = sig end
     end
+end
+local best_member, best_score, best_sig
+local i = 1
+while i <= #cands do
+    local chunk = {}
+    for j = i, math.min(i + 499, #cands) do chunk[#chunk + 1] = cands[j] end
+    local heads = redis.call('HMGET', prefix .. 'qhead', unpack(chunk))
+    for j = 1, #chunk do
+        local sc, m = head_parse(heads[j])
+        if sc ~= nil and (best_score == nil or sc < best_score or (sc == best_score and m < best_member)) then
+            best_member, best_score, best_sig = m, sc, chunk[j]
+        end
+    end
+    i = i + 500
 end
 if best_member == nil then return {'empty', load, max} end
 
@@ -54,6 +59,8 @@ if e == nil then
     -- index pointed at a chat without an entry: drop it and report empty;
     -- the caller may simply retry.
     redis.call('ZREM', KEYS[1], best_member)
+    redis.call('ZREM', sig_key(prefix, best_sig), best_member)
+    head_refresh(prefix, best_sig)
     return {'empty', load, max}
 end
 load = redis.call('HINCRBY', KEYS[3], agent, 1)

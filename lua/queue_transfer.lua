@@ -73,6 +73,7 @@ if mode == 'front' then
         local sig = redis.call('HGET', KEYS[2], 'sig') or ''
         redis.call('ZADD', KEYS[1], sc, member)
         redis.call('ZADD', sig_key(prefix, sig), sc, member)
+        head_offer(prefix, sig, tonumber(head[2]) - 1, member)
     end
 end
 local pos = queue_position(KEYS[1], member)

@@ -27,6 +27,7 @@
  *                                    required-skill set (sorted, comma joined;
  *                                    "qsig:" alone = no skill required)
  *   qsigs                    set     the skill sets that have a qsig zset
+ *   qhead                    hash    skill set -> "score|member" of its first entry
  *   qsigf:SKILL              set     those skill sets whose first skill is SKILL
  *                                    (pick-next only inspects the sets starting
  *                                    with one of the agent's skills)
