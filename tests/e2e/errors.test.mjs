@@ -137,3 +137,26 @@ test("polling POST of exactly maxPayload bytes is accepted, one byte more gets 4
   assert.equal(over.status, 413);
   await over.arrayBuffer();
 });
+
+test("binary attachment of exactly maxPayload bytes passes on websocket, one byte more closes", async () => {
+  const s = await connect(small.url, "/", { transports: ["websocket"] });
+  const back = once(s, "message-back");
+  s.emit("message", Buffer.alloc(MAX, 7)); // the attachment is one binary frame of MAX bytes
+  const [b] = await back;
+  assert.equal(Buffer.from(b).length, MAX);
+  const disc = once(s, "disconnect", 5000);
+  s.emit("message", Buffer.alloc(MAX + 1, 8));
+  const [reason] = await disc;
+  assert.ok(["transport close", "transport error"].includes(reason), `reason ${reason}`);
+});
+
+test("polling POST with a base64 binary record over maxPayload gets 413", async () => {
+  const sid = await handshake(small.url);
+  assert.equal((await post(small.url, sid, "40")).status, 200);
+  const b64 = Buffer.alloc(Math.ceil((MAX * 3) / 4) + 3, 1).toString("base64");
+  const body = `451-["message",{"_placeholder":true,"num":0}]\x1eb${b64}`;
+  assert.ok(body.length > MAX);
+  const over = await post(small.url, sid, body);
+  assert.equal(over.status, 413);
+  await over.arrayBuffer();
+});
