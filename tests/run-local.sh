@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # `make run`: local Redis + PostgreSQL under .data/ (kept between runs), migrate, then serve.
-# Ports default to 6390 (Redis) and 5440 (PostgreSQL); override with REDIS_PORT / PG_PORT.
+# Ports default to 6390 (Redis) and 5440 (PostgreSQL); override with SERVICES_REDIS_PORT /
+# SERVICES_PG_PORT (services already running from an earlier `make run` are reused as they are).
 # Stop the services afterwards with: tests/services.sh stop .data
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export REDIS_PORT=${REDIS_PORT:-6390} PG_PORT=${PG_PORT:-5440}
-SERVICES_REDIS_PERSIST=1 bash tests/services.sh start .data
+export SERVICES_REDIS_PORT=${SERVICES_REDIS_PORT:-6390} SERVICES_PG_PORT=${SERVICES_PG_PORT:-5440}
+# A persistent dev instance: keep fsync on (the test default turns it off).
+SERVICES_PG_OPTS=${SERVICES_PG_OPTS:-"-c fsync=on"} SERVICES_REDIS_PERSIST=1 bash tests/services.sh start .data
 # shellcheck disable=SC1091
 . .data/env
 export CHATD_REDIS_URL=${CHATD_REDIS_URL:-$CHATD_TEST_REDIS_URL}

@@ -9,8 +9,9 @@
 #   tests/services.sh start-redis DIR  start it again on the SAME port
 #   tests/services.sh env DIR          print DIR/env
 #
-# Both listen on 127.0.0.1 only, on spare ports unless REDIS_PORT / PG_PORT are set in the
-# environment (or recorded in DIR/env by an earlier start). PostgreSQL runs as the `postgres`
+# Both listen on 127.0.0.1 only, on spare ports unless SERVICES_REDIS_PORT / SERVICES_PG_PORT
+# are set (or ports were recorded in DIR/env by an earlier start; a service still running from
+# an earlier start is reused as it is). PostgreSQL runs as the `postgres`
 # user (it refuses root) with trust auth for 127.0.0.1 and a role + database `chatd`.
 # DIR/env holds:
 #   export CHATD_TEST_REDIS_URL=redis://127.0.0.1:PORT
@@ -61,7 +62,10 @@ redis_alive() { [ -n "${REDIS_PID:-}" ] && kill -0 "$REDIS_PID" 2>/dev/null; }
 
 start_redis() {
     mkdir -p "$DIR/redis"
-    if redis_alive && redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+    # Already running from an earlier start on DIR: reuse it (on the port it has).
+    if redis_alive && [ -n "${RECORDED_REDIS_PORT:-}" ] &&
+        redis-cli -h 127.0.0.1 -p "$RECORDED_REDIS_PORT" ping >/dev/null 2>&1; then
+        REDIS_PORT=$RECORDED_REDIS_PORT
         return 0
     fi
     [ -n "${REDIS_PORT:-}" ] || REDIS_PORT=$(free_port)
@@ -104,8 +108,16 @@ start_pg() {
         as_pg "$PGBIN/initdb" -D "$PG_DATA" -U postgres -A trust -E UTF8 --locale=C.UTF-8 \
             --no-sync >"$DIR/pg/initdb.log" 2>&1 || die "initdb failed (see $DIR/pg/initdb.log)"
     fi
-    if pg_running && "$PGBIN/pg_isready" -q -U postgres -d postgres -h 127.0.0.1 -p "${PG_PORT:-0}" 2>/dev/null; then
-        return 0
+    if pg_running; then
+        # Already running from an earlier start on DIR: reuse it (line 4 of postmaster.pid is
+        # its port).
+        PG_PORT=$(sed -n 4p "$PG_DATA/postmaster.pid")
+        local i
+        for i in $(seq 1 100); do
+            "$PGBIN/pg_isready" -q -U postgres -d postgres -h 127.0.0.1 -p "$PG_PORT" && return 0
+            sleep 0.05
+        done
+        die "postgres in $PG_DATA is running but not answering on $PG_PORT"
     fi
     [ -n "${PG_PORT:-}" ] || PG_PORT=$(free_port)
     # shellcheck disable=SC2086
@@ -139,11 +151,14 @@ mkdir -p "$2"
 DIR=$(cd "$2" && pwd)
 # postgres must be able to traverse DIR (mktemp -d makes it 0700).
 chmod a+x "$DIR"
-# Ports chosen by the caller win over the ones recorded in DIR/env.
-want_redis_port=${REDIS_PORT:-}
-want_pg_port=${PG_PORT:-}
+# Ports chosen by the caller (SERVICES_*_PORT, deliberately not the REDIS_PORT/PG_PORT names
+# that DIR/env exports, so a shell that sourced another DIR's env cannot leak them here) win
+# over the ones recorded in DIR/env.
+want_redis_port=${SERVICES_REDIS_PORT:-}
+want_pg_port=${SERVICES_PG_PORT:-}
 REDIS_PORT= PG_PORT= REDIS_PID= PG_DATA=
 load_env
+RECORDED_REDIS_PORT=$REDIS_PORT
 REDIS_PORT=${want_redis_port:-$REDIS_PORT}
 PG_PORT=${want_pg_port:-$PG_PORT}
 PG_DATA=${PG_DATA:-$DIR/pg/data}
