@@ -1066,9 +1066,15 @@ static int sub_add(redis_client *r, const char *name, bool pattern)
     rsub *s = &r->subs[r->nsubs++];
     s->name = xstrdup(name);
     s->pattern = pattern;
-    /* connected: subscribe now; otherwise the next init sends it */
-    if (r->sub.ac && r->sub.state == RDS_READY)
+    /* connected: subscribe now (during INIT the confirmation is awaited like
+     * the others); otherwise the next init sends it */
+    if (r->sub.ac && r->sub.state == RDS_READY) {
         sub_send(&r->sub, s, true);
+    } else if (r->sub.ac && r->sub.state == RDS_INIT) {
+        r->sub.init_pending++;
+        if (sub_send(&r->sub, s, true) != 0)
+            r->sub.init_pending--;
+    }
     return 0;
 }
 
@@ -1079,7 +1085,7 @@ static int sub_del(redis_client *r, const char *name, bool pattern)
         return -1;
     rsub s = r->subs[i];
     r->subs[i] = r->subs[--r->nsubs];
-    if (r->sub.ac && r->sub.state == RDS_READY)
+    if (r->sub.ac && (r->sub.state == RDS_READY || r->sub.state == RDS_INIT))
         sub_send(&r->sub, &s, false);
     free(s.name);
     return 0;
