@@ -638,6 +638,10 @@ static int send_one(pg_conn *c, pg_req *r)
     return ok ? 0 : -1;
 }
 
+/* A combined query stops growing at this many bytes of items (one big message is still sent,
+ * alone). */
+#define PG_COMBINE_MAX_BYTES (1u << 20)
+
 /* Takes the combinable request at the head of c->pending and the adjacent ones with the same
  * combine_sql (up to max_batch; a `solo` request goes alone) into a new carrier request whose
  * only parameter is the JSON array of their items. */
@@ -653,7 +657,8 @@ static pg_req *make_carrier(pg_conn *c)
     total += strlen(first->item) + 1;
     while (!first->solo && carrier->members.n < pg->opt.max_batch && c->pending.head &&
            !c->pending.head->solo && c->pending.head->combine_sql &&
-           strcmp(c->pending.head->combine_sql, first->combine_sql) == 0) {
+           strcmp(c->pending.head->combine_sql, first->combine_sql) == 0 &&
+           total + strlen(c->pending.head->item) < PG_COMBINE_MAX_BYTES) {
         pg_req *m = list_pop(&c->pending);
         total += strlen(m->item) + 1;
         list_push(&carrier->members, m);
