@@ -41,12 +41,15 @@ if mode == 'agent' then
     if load >= max then return {'refused', 'full'} end
     release_old()
     redis.call('HINCRBY', KEYS[6], target, 1)
+    local prev = queue_remove(prefix, KEYS[1], KEYS[3], chat) -- a queued chat handed over
     if #flat == 0 then
+        local src = prev or {}
         redis.call('HSET', KEYS[9], 'assignedAt', fmt_int(now_ms()),
-            'priority', tostring(clamp_priority(ARGV[5])), 'enqueuedAt', ARGV[6] or '0')
+            'priority', src.priority or tostring(clamp_priority(ARGV[5])),
+            'enqueuedAt', src.enqueuedAt or ARGV[6] or '0', 'skills', src.skills or '',
+            'member', src.member or '', 'preview', src.preview or '')
     end
     redis.call('HSET', KEYS[9], 'agent', target)
-    queue_remove(prefix, KEYS[1], KEYS[3], chat)
     return {'assigned', target, old}
 end
 

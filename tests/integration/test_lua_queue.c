@@ -544,6 +544,34 @@ static void test_dequeue_and_front(void **state)
     expect_pick("a2", 3, "s", "c3");
 }
 
+static void test_transfer_queued_to_agent(void **state)
+{
+    new_org("xq");
+    enqueue("c1", 6, "en", 0);
+    agent_online("t", "st", 2);
+    q_transfer_result t = transfer_agent("c1", "t"); /* straight from the queue */
+    assert_int_equal(t.kind, Q_TRANSFER_ASSIGNED);
+    assert_string_equal(t.old_agent, "");
+    q_transfer_result_free(&t);
+    assert_int_equal(position("c1").position, 0);
+    assert_int_equal(position("c1").queue_length, 0);
+    assert_int_equal(hget_ll("agentload", "t"), 1);
+    /* back to the queue for a skill nobody online has: it waits */
+    assert_int_equal(q_build_transfer_skills(&A, org, "c1", "rare", 0, 0, "", 300), RK_OK);
+    redisReply *r = ev(rc, &A);
+    assert_int_equal(q_decode_transfer(r, &t), RK_OK);
+    freeReplyObject(r);
+    assert_int_equal(t.kind, Q_TRANSFER_QUEUED);
+    assert_int_equal(t.priority, 7); /* entry priority 6 kept by the assignment, +1 */
+    assert_string_equal(t.old_agent, "t");
+    q_transfer_result_free(&t);
+    assert_int_equal(hget_ll("agentload", "t"), 0);
+    expect_pick("t", 2, "en", NULL);
+    expect_pick("u", 3, "en,fr", NULL);
+    /* an agent with that skill arrives and takes it */
+    expect_pick("v", 3, "rare", "c1");
+}
+
 /* ---- race: many connections picking concurrently ---- */
 
 #define RACE_CHATS 300
@@ -702,6 +730,7 @@ int main(void)
         cmocka_unit_test(test_priority_then_fifo),
         cmocka_unit_test(test_transfer_to_skills),
         cmocka_unit_test(test_transfer_to_agent),
+        cmocka_unit_test(test_transfer_queued_to_agent),
         cmocka_unit_test(test_position_eta),
         cmocka_unit_test(test_dequeue_and_front),
         cmocka_unit_test(test_race_pick),
