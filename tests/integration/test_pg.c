@@ -310,6 +310,93 @@ static void test_append_throughput(void **state)
     free_client(pg);
 }
 
+/* Closed loop like the gateway benchmark: 100 chats x 2 senders, each sender sends its next
+ * message when the previous one is acknowledged. Prints appends/s and p50/p99 latency. */
+typedef struct loop_sender {
+    struct loop_bench *b;
+    int chat;
+    int who;
+    int sent;
+    double t0;
+} loop_sender;
+
+typedef struct loop_bench {
+    pg_client *pg;
+    char (*chats)[64];
+    loop_sender *senders;
+    double *lat;
+    int nlat;
+    int per_sender;
+    int done;
+    int want;
+    int errors;
+} loop_bench;
+
+static void loop_send(loop_sender *s);
+
+static void on_loop_append(void *ctx, pg_append_status st, const pg_message *m,
+                           const pg_chat_state *chat, const char *err)
+{
+    loop_sender *s = ctx;
+    loop_bench *b = s->b;
+    b->lat[b->nlat++] = now_s() - s->t0;
+    if (st != PG_APPEND_OK)
+        b->errors++;
+    b->done++;
+    if (s->sent < b->per_sender)
+        loop_send(s);
+}
+
+static void loop_send(loop_sender *s)
+{
+    char cid[48];
+    snprintf(cid, sizeof cid, "w%d-%d", s->who, s->sent++);
+    pg_append_req req = {.chat_id = s->b->chats[s->chat], .org_id = "org-test", .client_id = cid,
+                         .sender_type = s->who ? "agent" : "customer", .sender_id = "x",
+                         .text = "a typical short chat message", .owner_version = -1};
+    s->t0 = now_s();
+    pg_append_message(s->b->pg, &req, on_loop_append, s);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void test_append_closed_loop(void **state)
+{
+    (void)state;
+    NEED_DB();
+    enum { CHATS = 100, SENDERS = 2 * CHATS, PER = 25 };
+    loop_bench b = {.pg = new_client(4), .per_sender = PER, .want = SENDERS * PER};
+    b.chats = calloc(CHATS, 64);
+    b.senders = calloc(SENDERS, sizeof *b.senders);
+    b.lat = calloc(SENDERS * PER, sizeof(double));
+    for (int c = 0; c < CHATS; c++)
+        new_chat(b.chats[c], 64, "assigned");
+    double t0 = now_s();
+    for (int i = 0; i < SENDERS; i++) {
+        b.senders[i] = (loop_sender){.b = &b, .chat = i / 2, .who = i % 2};
+        loop_send(&b.senders[i]);
+    }
+    assert_true(run_until(int_reaches, &b.done, 60));
+    double dt = now_s() - t0;
+    assert_int_equal(b.errors, 0);
+    qsort(b.lat, (size_t)b.nlat, sizeof(double), cmp_double);
+    fprintf(stderr,
+            "test_pg: closed loop %d chats x 2 senders, %d appends: %.0f appends/s, "
+            "p50 %.1f ms, p99 %.1f ms\n",
+            CHATS, b.nlat, b.nlat / dt, b.lat[b.nlat / 2] * 1e3, b.lat[b.nlat * 99 / 100] * 1e3);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT last_seq FROM chats WHERE id = '%s'", b.chats[0]);
+    assert_int_equal(scalar(sql), 2 * PER);
+    free(b.lat);
+    free(b.senders);
+    free(b.chats);
+    free_client(b.pg);
+}
+
 static void test_append_idempotent(void **state)
 {
     (void)state;
@@ -786,6 +873,7 @@ int main(void)
         cmocka_unit_test(test_migrate_idempotent),
         cmocka_unit_test(test_append_500_gap_free),
         cmocka_unit_test(test_append_throughput),
+        cmocka_unit_test(test_append_closed_loop),
         cmocka_unit_test(test_append_idempotent),
         cmocka_unit_test(test_append_closed_and_not_found),
         cmocka_unit_test(test_append_owner_version),
