@@ -6,7 +6,11 @@ cd "$(dirname "$0")/.."
 
 PKGS="build-essential pkg-config clang libclang-rt-14-dev libwebsockets-dev libwebsockets-evlib-uv
   libuv1-dev libhiredis-dev libpq-dev libcjson-dev libjwt-dev libcurl4-openssl-dev libssl-dev
-  libcmocka-dev redis-server postgresql postgresql-contrib nodejs npm curl git util-linux"
+  libcmocka-dev redis-server postgresql postgresql-contrib curl git util-linux iproute2"
+# Node.js: Debian's nodejs + npm unless a node/npm is already installed (for example a
+# nodejs package from another source that bundles npm and conflicts with Debian's npm).
+command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"
+command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
