@@ -33,6 +33,7 @@ typedef struct eio_options {
     int ping_timeout_ms;
     int64_t max_payload;
     int64_t max_outbound; /* per-session queued bytes before it is cut */
+    int conn_rate_per_s;  /* new sessions per second per peer address, burst 4x (0 = off) */
 } eio_options;
 
 eio_server *eio_server_new(uv_loop_t *loop, const eio_options *opt);

@@ -38,7 +38,52 @@ struct eio_server {
     buf_t scratch;
     gw_frame *f_ping, *f_noop, *f_close, *f_probe;
     size_t live; /* sessions not yet freed */
+    strmap conn_buckets; /* peer address -> struct bucket (new-session rate limit) */
 };
+
+/* Token bucket of new sessions per peer address. */
+struct bucket {
+    double tokens;
+    uint64_t at_ms;
+};
+
+/* True when `peer` may open one more session now (SPEC §11: per-IP connection
+ * limit, burst 4x so a page with many tabs never trips it). */
+static bool conn_allowed(eio_server *srv, const char *peer)
+{
+    double rate = srv->opt.conn_rate_per_s;
+    if (rate <= 0 || !peer || !*peer)
+        return true;
+    uint64_t now = uv_now(srv->loop);
+    size_t len = strlen(peer);
+    struct bucket *b = strmap_get(&srv->conn_buckets, peer, len);
+    if (!b) {
+        if (srv->conn_buckets.count > 65536) {
+            /* forget addresses idle long enough to be full again */
+            size_t it, n = 0;
+            char **old = xmalloc(srv->conn_buckets.count * sizeof *old);
+            for (strmap_entry *e = strmap_first(&srv->conn_buckets, &it); e;
+                 e = strmap_next(&srv->conn_buckets, e, &it))
+                if (now - ((struct bucket *)e->value)->at_ms > 10000)
+                    old[n++] = e->key;
+            for (size_t i = 0; i < n; i++)
+                free(strmap_del(&srv->conn_buckets, old[i], strlen(old[i])));
+            free(old);
+        }
+        b = xmalloc(sizeof *b);
+        b->tokens = 4 * rate;
+        b->at_ms = now;
+        strmap_put(&srv->conn_buckets, peer, len, b);
+    }
+    b->tokens += (double)(now - b->at_ms) * rate / 1000.0;
+    if (b->tokens > 4 * rate)
+        b->tokens = 4 * rate;
+    b->at_ms = now;
+    if (b->tokens < 1)
+        return false;
+    b->tokens -= 1;
+    return true;
+}
 
 enum transport { T_POLLING, T_WEBSOCKET };
 
@@ -88,6 +133,7 @@ eio_server *eio_server_new(uv_loop_t *loop, const eio_options *opt)
     srv->loop = loop;
     srv->opt = *opt;
     strmap_init(&srv->sessions);
+    strmap_init(&srv->conn_buckets);
     buf_init(&srv->scratch);
     srv->f_ping = frame_new("2", 1, false);
     srv->f_noop = frame_new("6", 1, false);
@@ -122,6 +168,11 @@ void eio_server_free(eio_server *srv)
     for (int i = 0; i < srv->neps; i++)
         free(srv->eps[i].path);
     strmap_free(&srv->sessions);
+    size_t it;
+    for (strmap_entry *e = strmap_first(&srv->conn_buckets, &it); e;
+         e = strmap_next(&srv->conn_buckets, e, &it))
+        free(e->value);
+    strmap_free(&srv->conn_buckets);
     buf_free(&srv->scratch);
     frame_unref(srv->f_ping);
     frame_unref(srv->f_noop);
@@ -604,6 +655,10 @@ static void on_endpoint_request(void *ctx, http_req *req)
             send_error(req, 400, 2, "Bad handshake method");
             return;
         }
+        if (!conn_allowed(srv, req->peer)) {
+            http_respond_error(req, 429, "rate_limited", "too many new connections");
+            return;
+        }
         handshake_polling(ep, req);
         return;
     }
@@ -699,6 +754,11 @@ int eio_ws_filter(eio_server *srv, eio_ws *c, struct lws *wsi)
         c->is_probe = true;
         s->probe = c;
         s->refs++;
+    } else {
+        char peer[64] = "";
+        lws_get_peer_simple(wsi, peer, sizeof peer);
+        if (!conn_allowed(srv, peer))
+            rc = 1; /* refused before the upgrade: rate limited */
     }
 out:
     free(q);

@@ -165,6 +165,7 @@ static int run_server(chatd_config *cfg, enum mode mode)
         .ping_timeout_ms = cfg->ping_timeout_ms,
         .max_payload = cfg->max_payload,
         .max_outbound = cfg->max_outbound_bytes,
+        .conn_rate_per_s = cfg->rate_conn_per_s,
     };
     srv.eio = eio_server_new(srv.loop, &eo);
     http_lws_set_eio(srv.eio);

@@ -35,6 +35,7 @@ fi
 echo "build ok"
 
 TMP=$(mktemp -d /tmp/chatd-tests.XXXXXX)
+chmod 755 "$TMP" # the postgres user must reach its data dir inside
 SAN_DIR="$TMP/sanitizer"
 mkdir -p "$SAN_DIR"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:log_path=$SAN_DIR/asan"
