@@ -204,6 +204,59 @@ test("500 messages as fast as possible from 5 sockets into one chat: seq 1..500 
   assert.deepEqual([seqs(r.body.messages), r.body.hasMore], [range(451, 500), false], "REST afterSeq 450");
 });
 
+test("senders on both nodes at once: every socket on either node still receives the chat's messages in seq order, each once", { skip: SKIP_REASON, timeout: 60000 }, async () => {
+  const org = newOrg();
+  const cust = person(org, "customer");
+  const agent = person(org, "agent");
+  const a1 = await chat(A.url, { token: cust.token });
+  const a2 = await chat(A.url, { token: cust.token }, { transports: ["polling"] });
+  const first = await a1.sendOk(null, "open", uid());
+  const chatId = first.chatId;
+  const b1 = await chat(B.url, { token: cust.token });
+  const b2 = await chat(B.url, { token: cust.token }, { transports: ["websocket"] });
+  const agA = await chat(A.url, { token: agent.token });
+  const agB = await chat(B.url, { token: agent.token });
+  for (const ag of [agA, agB]) assert.equal((await ag.ack("observe-chat", { chatId })).ok, true);
+
+  // 4 customer tabs (2 per node) send 40 messages each, concurrently, paced at
+  // 40/s per socket (under the default rate limit of 50/s)
+  const senders = [a1, a2, b1, b2];
+  const sent = await Promise.all(
+    senders.map(async (s, k) => {
+      const out = [];
+      const pending = [];
+      for (let i = 0; i < 40; i++) {
+        pending.push(s.send(chatId, `s${k}-${i}`, `s${k}-${i}`));
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      for (const p of pending) {
+        const r = await p;
+        assert.equal(r.ok, true, JSON.stringify(r));
+        out.push(r.message);
+      }
+      return out;
+    }),
+  );
+  const all = [first, ...sent.flat()];
+  const top = all.length;
+  assert.deepEqual(seqs(all).sort((x, y) => x - y), range(1, top));
+  const marker = await a1.ack("read", { chatId, seq: top });
+  assert.deepEqual(marker, { ok: true, seq: top });
+  const everyone = { a1, a2, b1, b2, agA, agB };
+  const problems = {};
+  for (const [name, s] of Object.entries(everyone)) {
+    await s.waitEvent("read", (d) => d.chatId === chatId && d.seq === top, 10000);
+    const g = seqs(s.messages(chatId));
+    const from = name.startsWith("a") && !name.startsWith("ag") ? 1 : 2; // b*, ag* joined after seq 1
+    const swaps = g.flatMap((x, i) => (i > 0 && x <= g[i - 1] ? [`${g[i - 1]} then ${x}`] : []));
+    const want = range(from, top);
+    const missing = want.filter((x) => !g.includes(x));
+    if (swaps.length || missing.length || g.length !== want.length)
+      problems[name] = `${g.length} received (want ${want.length}); out of order: ${swaps.join(", ") || "none"}; missing: ${JSON.stringify(missing)}`;
+  }
+  assert.deepEqual(problems, {}, "every socket receives seq order, each message once");
+});
+
 test("a retried clientId returns the original message and broadcasts nothing new (socket, other tab, concurrent, REST)", { skip: SKIP_REASON, timeout: 60000 }, async () => {
   const org = newOrg();
   const cust = person(org, "customer");
