@@ -651,6 +651,9 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
     conn_set_state(c, RDS_INIT, NULL);
     c->fail_reason = NULL;
+    /* TCP keepalive: a peer that vanished without a RST (host down, network
+     * cut) is noticed even on the subscriber connection, which sends nothing */
+    redisEnableKeepAlive((redisContext *)&ac->c);
     send_init(c);
 }
 

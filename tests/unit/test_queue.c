@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "presence/presence.h"
 #include "queue/queue.h"
 #include "store/keys.h"
 
@@ -460,6 +461,118 @@ static void test_decode_misc(void **state)
     assert_int_equal(q_eta_seconds(6, 3, 100), 200);
 }
 
+/* ---- seeded random replies: every decoder, no crash, no leak ---- */
+
+static unsigned rnd_state;
+static unsigned rnd(void)
+{
+    rnd_state = rnd_state * 1103515245u + 12345u;
+    return (rnd_state >> 16) & 0x7fff;
+}
+
+static void gen(buf_t *b, int depth)
+{
+    static const char *words[] = {"ok",     "full",   "empty",   "queued", "assigned", "refused",
+                                  "online", "away",   "offline", "0",      "12",       "-3",
+                                  "",       "agent:x", "warn",   "99999999999999999999"};
+    switch (rnd() % (depth >= 3 ? 4 : 6)) { /* hiredis nests at most 7 levels */
+    case 0:
+        buf_printf(b, ":%d\r\n", (int)(rnd() % 20) - 5);
+        break;
+    case 1: {
+        const char *w = words[rnd() % (sizeof(words) / sizeof(words[0]))];
+        buf_printf(b, "$%zu\r\n%s\r\n", strlen(w), w);
+        break;
+    }
+    case 2:
+        buf_puts(b, rnd() % 2 ? "$-1\r\n" : "*-1\r\n");
+        break;
+    case 3:
+        buf_puts(b, rnd() % 2 ? "-ERR x\r\n" : "+OK\r\n");
+        break;
+    default: {
+        int n = (int)(rnd() % 12);
+        buf_printf(b, "*%d\r\n", n);
+        for (int i = 0; i < n; i++)
+            gen(b, depth + 1);
+        break;
+    }
+    }
+}
+
+static void test_random_replies(void **state)
+{
+    rnd_state = 20261122;
+    for (int iter = 0; iter < 20000; iter++) {
+        buf_t b;
+        buf_init(&b);
+        gen(&b, 0);
+        redisReply *r = parse(b.data);
+        buf_free(&b);
+        q_enqueue_result e;
+        q_decode_enqueue(r, &e);
+        q_pick_result p;
+        if (q_decode_pick(r, &p) == RK_OK)
+            q_pick_result_free(&p);
+        q_dequeue_result d;
+        q_decode_dequeue(r, &d);
+        q_transfer_result t;
+        if (q_decode_transfer(r, &t) == RK_OK)
+            q_transfer_result_free(&t);
+        q_eta pos;
+        q_decode_position(r, &pos);
+        q_snapshot sn;
+        if (q_decode_snapshot(r, &sn) == RK_OK)
+            q_snapshot_free(&sn);
+        q_release_result rel;
+        if (q_decode_release(r, &rel) == RK_OK)
+            q_release_result_free(&rel);
+        pres_add_result pa;
+        pres_decode_add(r, &pa);
+        bool alive;
+        pres_decode_heartbeat(r, &alive);
+        pres_remove_result pr;
+        pres_decode_remove(r, &pr);
+        pres_expired_result pe;
+        if (pres_decode_expired(r, &pe) == RK_OK)
+            pres_expired_result_free(&pe);
+        pres_sweep_result ps;
+        if (pres_decode_sweep(r, &ps) == RK_OK)
+            pres_sweep_result_free(&ps);
+        pres_status_result st;
+        pres_decode_status(r, &st);
+        long long dl[3];
+        pres_timer_decode_arm(r, dl, 3);
+        long long n;
+        pres_timer_decode_stop(r, &n);
+        pres_timer_claim cl;
+        pres_timer_decode_claim(r, &cl);
+        pres_timer_due du;
+        if (pres_timer_decode_due(r, &du) == RK_OK)
+            pres_timer_due_free(&du);
+        freeReplyObject(r);
+    }
+    /* random key names for the expired-event parser */
+    for (int iter = 0; iter < 20000; iter++) {
+        static const char alphabet[] = "chat:{}%7Bsocktimerwa:rn0123";
+        char key[40];
+        size_t len = rnd() % sizeof(key);
+        size_t i = 0;
+        if (rnd() % 2 && len >= 6) {
+            memcpy(key, "chat:{", 6);
+            i = 6;
+        }
+        for (; i < len; i++)
+            key[i] = alphabet[rnd() % (sizeof(alphabet) - 1)];
+        rk_parsed pk;
+        if (rk_parse_key(key, len, &pk) != RK_KEY_OTHER) {
+            assert_non_null(pk.org);
+            assert_non_null(pk.id);
+            rk_parsed_free(&pk);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -468,6 +581,7 @@ int main(void)
         cmocka_unit_test(test_builders),        cmocka_unit_test(test_decode_enqueue),
         cmocka_unit_test(test_decode_errors),   cmocka_unit_test(test_decode_pick),
         cmocka_unit_test(test_decode_transfer), cmocka_unit_test(test_decode_misc),
+        cmocka_unit_test(test_random_replies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
