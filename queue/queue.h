@@ -11,6 +11,34 @@
  * Skills are passed as a normalised "a,b" list (rk_skills_csv). Priorities are
  * 0..9, 9 served first; equal priorities are FIFO by enqueue time and order.
  * default_aht_s is CHATD_DEFAULT_HANDLE_TIME_S.
+ *
+ * Typical shell code (pick-next; ctx carries a socket id, not a pointer):
+ *
+ *   rk_argv a;  rk_argv_init(&a, RK_NO_SCRIPT);      // once, reusable
+ *   buf_t sk;   buf_init(&sk);  rk_skills_csv(&sk, skills, nskills);
+ *   if (q_build_pick(&a, org, agent_sub, max_chats, sk.data ? sk.data : "") != RK_OK)
+ *       -> bad_request
+ *   redis_eval(redis, &a, on_picked, op);              // a is copied
+ *
+ *   static void on_picked(void *ctx, redisReply *reply, const char *err) {
+ *       q_pick_result p;
+ *       switch (q_decode_pick(reply, &p)) {
+ *       case RK_OK: break;
+ *       case RK_ERR_UNAVAILABLE: -> `unavailable`; return;
+ *       default: -> `internal`; return;
+ *       }
+ *       if (p.kind != Q_PICK_OK) -> {ok:true, chat:null}
+ *       else assign p.chat_id in PostgreSQL, join rooms, arm timers ...
+ *       q_pick_result_free(&p);
+ *   }
+ *
+ * Lifecycle mapping: open without AI / request-agent / AI hand-off ->
+ * q_build_enqueue; pick-next -> q_build_pick; transfer-chat -> *_transfer_*;
+ * no-reply timeout -> q_build_requeue_front; close-chat / inactivity ->
+ * q_build_release(close=true); resume-ai -> q_build_release(close=false);
+ * takeover of a queued chat -> q_build_dequeue; queue-position pushes ->
+ * q_build_snapshot (+ q_eta_seconds per position). Rebuild after a Redis
+ * loss: q_build_enqueue with the chat's original enqueue time from PostgreSQL.
  */
 #ifndef CHATD_QUEUE_H
 #define CHATD_QUEUE_H
