@@ -218,6 +218,29 @@ enum rk_status q_build_release(rk_argv *a, const char *org, const char *chat_id,
     return finish(a);
 }
 
+enum rk_status q_build_restore(rk_argv *a, const char *org, const char *chat_id,
+                               const char *agent_id, long long assigned_at_ms, int priority,
+                               long long enqueued_at_ms, const char *skills_csv, int max_chats)
+{
+    rk_argv_reset(a, RK_SCRIPT_QUEUE_RESTORE);
+    if (bad(org) || bad(chat_id) || bad(agent_id) || priority < 0 || priority > 9)
+        return RK_ERR_ARG;
+    add_key(a, org, "assign:", chat_id);
+    add_key(a, org, "agentload", NULL);
+    add_key(a, org, "agentmax", NULL);
+    rk_argv_args(a, chat_id);
+    rk_argv_args(a, agent_id);
+    rk_argv_argll(a, assigned_at_ms > 0 ? assigned_at_ms : 0);
+    rk_argv_argll(a, priority);
+    rk_argv_argll(a, enqueued_at_ms > 0 ? enqueued_at_ms : 0);
+    rk_argv_args(a, skills_csv);
+    if (max_chats >= 0)
+        rk_argv_argll(a, max_chats);
+    else
+        rk_argv_args(a, "");
+    return finish(a);
+}
+
 /* ---- decoders ---- */
 
 /* Reads n integers from elements [from, from+n) into out[]. */
@@ -444,6 +467,19 @@ long long q_eta_seconds(long long position, long long available, long long avg_h
     if (available < 1)
         available = 1;
     return ((position + available - 1) / available) * avg_handle_s;
+}
+
+enum rk_status q_decode_restore(const redisReply *r, q_restore_result *out)
+{
+    enum rk_status st = check(r, 2);
+    if (st != RK_OK)
+        return st;
+    long long v[2];
+    if (!read_lls(r, 0, 2, v))
+        return RK_ERR_SHAPE;
+    out->restored = v[0] != 0;
+    out->agent_load = v[1];
+    return RK_OK;
 }
 
 enum rk_status q_decode_release(const redisReply *r, q_release_result *out)

@@ -38,7 +38,8 @@
  * q_build_release(close=true); resume-ai -> q_build_release(close=false);
  * takeover of a queued chat -> q_build_dequeue; queue-position pushes ->
  * q_build_snapshot (+ q_eta_seconds per position). Rebuild after a Redis
- * loss: q_build_enqueue with the chat's original enqueue time from PostgreSQL.
+ * loss: q_build_enqueue with the chat's original enqueue time from PostgreSQL
+ * for queued chats, q_build_restore for assigned ones.
  */
 #ifndef CHATD_QUEUE_H
 #define CHATD_QUEUE_H
@@ -94,6 +95,13 @@ enum rk_status q_build_snapshot(rk_argv *a, const char *org, int default_aht_s, 
  * of the given kinds (e.g. {"warn","close","reply"}). */
 enum rk_status q_build_release(rk_argv *a, const char *org, const char *chat_id, bool close,
                                int default_aht_s, const char *const *timer_kinds, int nkinds);
+
+/* Rebuild after a Redis loss: records that chat_id is assigned to agent_id
+ * (from PostgreSQL) and counts it in the agent's load, unless Redis already
+ * knows the assignment. max_chats < 0 = unknown. */
+enum rk_status q_build_restore(rk_argv *a, const char *org, const char *chat_id,
+                               const char *agent_id, long long assigned_at_ms, int priority,
+                               long long enqueued_at_ms, const char *skills_csv, int max_chats);
 
 /* ---- decoders ---- */
 
@@ -155,6 +163,12 @@ enum rk_status q_decode_snapshot(const struct redisReply *r, q_snapshot *out);
 void q_snapshot_free(q_snapshot *s);
 /* ETA for a 1-based position with the snapshot's inputs. */
 long long q_eta_seconds(long long position, long long available, long long avg_handle_s);
+
+typedef struct q_restore_result {
+    bool restored;       /* false: Redis already had the assignment */
+    long long agent_load;
+} q_restore_result;
+enum rk_status q_decode_restore(const struct redisReply *r, q_restore_result *out);
 
 typedef struct q_release_result {
     bool was_queued;

@@ -572,6 +572,41 @@ static void test_transfer_queued_to_agent(void **state)
     expect_pick("v", 3, "rare", "c1");
 }
 
+static void test_rebuild_after_loss(void **state)
+{
+    new_org("rebuild");
+    /* Redis lost everything; PostgreSQL says: c1 queued since t=5000 (prio 2),
+     * c2 queued since t=4000 (prio 2), c3 assigned to a1 */
+    enqueue("c1", 2, "en", 5000);
+    enqueue("c2", 2, "en", 4000);
+    q_restore_result rr;
+    assert_int_equal(q_build_restore(&A, org, "c3", "a1", 1700000000000LL, 4, 3000, "en", 2),
+                     RK_OK);
+    redisReply *r = ev(rc, &A);
+    assert_int_equal(q_decode_restore(r, &rr), RK_OK);
+    freeReplyObject(r);
+    assert_true(rr.restored);
+    assert_int_equal(rr.agent_load, 1);
+    r = ev(rc, &A); /* replayed twice: counted once */
+    assert_int_equal(q_decode_restore(r, &rr), RK_OK);
+    freeReplyObject(r);
+    assert_false(rr.restored);
+    assert_int_equal(rr.agent_load, 1);
+    /* original order kept; a1 has room for one more */
+    expect_pick("a1", 2, "en", "c2");
+    expect_pick("a1", 2, "en", NULL); /* full */
+    /* closing c3 frees a1 */
+    const char *kinds[] = {"warn"};
+    assert_int_equal(q_build_release(&A, org, "c3", true, 300, kinds, 1), RK_OK);
+    r = ev(rc, &A);
+    q_release_result rel;
+    assert_int_equal(q_decode_release(r, &rel), RK_OK);
+    freeReplyObject(r);
+    assert_string_equal(rel.agent, "a1");
+    q_release_result_free(&rel);
+    expect_pick("a1", 2, "en", "c1");
+}
+
 /* ---- race: many connections picking concurrently ---- */
 
 #define RACE_CHATS 300
@@ -731,6 +766,7 @@ int main(void)
         cmocka_unit_test(test_transfer_to_skills),
         cmocka_unit_test(test_transfer_to_agent),
         cmocka_unit_test(test_transfer_queued_to_agent),
+        cmocka_unit_test(test_rebuild_after_loss),
         cmocka_unit_test(test_position_eta),
         cmocka_unit_test(test_dequeue_and_front),
         cmocka_unit_test(test_race_pick),
