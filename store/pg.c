@@ -931,12 +931,15 @@ static uint32_t fnv1a(const char *s)
     return h;
 }
 
-/* Picks the connection for a query: the route key's own connection when it is up, else the
- * least loaded connection that is up, else one that is connecting; NULL when none can serve. */
+/* Picks the connection for a query: the route key's own connection, else the least loaded
+ * connection that is up, else one that is connecting; NULL when none can serve. */
 static pg_conn *pick_conn(pg_client *pg, const char *route_key)
 {
     pg_conn *home = route_key ? &pg->conns[fnv1a(route_key) % (uint32_t)pg->nconns] : NULL;
-    if (home && home->state == CONN_READY)
+    /* A routed query always waits for its own connection (connecting, or reconnecting
+     * within queue_timeout_ms): sending it elsewhere could overtake the key's earlier
+     * queries, and a chat's appends must complete in seq order. */
+    if (home && home->state != CONN_CLOSED)
         return home;
     pg_conn *best = NULL;
     for (int k = 0; k < pg->nconns; k++) {

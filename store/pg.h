@@ -8,7 +8,7 @@
  * many messages — and are re-run one by one if that shared transaction fails.
  *
  * Ordering: queries with the same route_key (use the chat id) always go to the same connection
- * while it is up, so their results arrive in submission order.
+ * (waiting for it while it reconnects), so their results arrive in submission order.
  *
  * Failure: a connection that dies fails all its queries with res == NULL and err set
  * ("unavailable: ..."), then reconnects by itself with exponential backoff (100 ms .. 5 s, with
