@@ -9,6 +9,7 @@
 #include "common/xalloc.h"
 #include "gateway/chat.h"
 #include "gateway/chat_hooks.h"
+#include "store/history.h"
 #include "store/messages.h"
 
 #define MAX_TEXT_BYTES 65536
@@ -328,22 +329,6 @@ void chat_on_read(chat_sock *cs, const sio_event *ev)
 
 /* ---- history ----------------------------------------------------------------------- */
 
-/* One row per message plus the chat row itself, so an empty page of an existing
- * chat still tells it from a missing chat. $1 chat, $2 org, $3 customer key or
- * NULL, $4 cursor, $5 limit + 1. */
-static const char HISTORY_AFTER_SQL[] =
-    "SELECT c.id AS chat_ok, m.* FROM chats c LEFT JOIN LATERAL ("
-    " SELECT " PG_MESSAGE_COLUMNS " FROM messages WHERE chat_id = c.id AND seq > $4::bigint"
-    " ORDER BY seq LIMIT $5::int) m ON true"
-    " WHERE c.id = $1 AND c.org_id = $2 AND ($3::text IS NULL OR c.customer_key = $3)"
-    " ORDER BY m.seq";
-static const char HISTORY_BEFORE_SQL[] =
-    "SELECT c.id AS chat_ok, m.* FROM chats c LEFT JOIN LATERAL ("
-    " SELECT " PG_MESSAGE_COLUMNS " FROM messages WHERE chat_id = c.id AND seq < $4::bigint"
-    " ORDER BY seq DESC LIMIT $5::int) m ON true"
-    " WHERE c.id = $1 AND c.org_id = $2 AND ($3::text IS NULL OR c.customer_key = $3)"
-    " ORDER BY m.seq";
-
 /* op->num = limit; op->str = "after" or "before". */
 static void on_history(void *ctx, const PGresult *res, const char *err)
 {
@@ -353,33 +338,13 @@ static void on_history(void *ctx, const PGresult *res, const char *err)
         chat_op_free(op);
         return;
     }
-    int n = PQntuples(res);
-    if (n == 0) {
-        chat_ack_err(op->s, op->ack_id, "not_found", "no such chat");
-        chat_op_free(op);
-        return;
-    }
-    int idcol = PQfnumber(res, "id");
-    if (n == 1 && PQgetisnull(res, 0, idcol))
-        n = 0; /* the chat exists, no message in range */
     bool after = !strcmp(op->str, "after");
-    bool has_more = n > op->num;
-    /* after: drop the newest extra row; before: the oldest (first in ascending order) */
-    int first = (!after && has_more) ? 1 : 0;
-    int last = (after && has_more) ? n - 1 : n;
     buf_t b;
     buf_init(&b);
-    buf_puts(&b, "\"messages\":[");
-    for (int r = first; r < last; r++) {
-        pg_message m;
-        if (pg_message_from_row(res, r, &m) != 0)
-            continue;
-        if (r > first)
-            buf_putc(&b, ',');
-        pg_message_to_json(&m, &b);
-    }
-    buf_printf(&b, "],\"hasMore\":%s", has_more ? "true" : "false");
-    chat_ack_ok(op->s, op->ack_id, b.data);
+    if (history_render(res, op->num, after, &b))
+        chat_ack_ok(op->s, op->ack_id, b.data);
+    else
+        chat_ack_err(op->s, op->ack_id, "not_found", "no such chat");
     buf_free(&b);
     chat_op_free(op);
 }
@@ -408,6 +373,5 @@ void chat_on_history(chat_sock *cs, const sio_event *ev)
              ra == 0 ? (long long)after : rb == 0 ? (long long)before : 9007199254740991LL);
     snprintf(lim, sizeof lim, "%lld", (long long)limit + 1);
     const char *params[5] = {chat_id, cs->p.org, is_customer(cs) ? cs->p.key : NULL, cursor, lim};
-    pg_query(cs->app->pg, ra == 0 ? HISTORY_AFTER_SQL : HISTORY_BEFORE_SQL, 5, params, on_history,
-             op);
+    pg_query(cs->app->pg, history_sql(ra == 0), 5, params, on_history, op);
 }

@@ -11,6 +11,7 @@
 #include "gateway/http.h"
 #include "gateway/chat_hooks.h"
 #include "rest/rest.h"
+#include "store/history.h"
 #include "store/messages.h"
 
 /* One REST call in flight. Holds a reference on the request. */
@@ -184,19 +185,6 @@ static void get_chat(rest_call *c)
 
 /* ---- GET /chat/chats/{id}/messages ------------------------------------------------------ */
 
-static const char MSG_AFTER_SQL[] =
-    "SELECT c.id AS chat_ok, m.* FROM chats c LEFT JOIN LATERAL ("
-    " SELECT " PG_MESSAGE_COLUMNS " FROM messages WHERE chat_id = c.id AND seq > $4::bigint"
-    " ORDER BY seq LIMIT $5::int) m ON true"
-    " WHERE c.id = $1 AND c.org_id = $2 AND ($3::text IS NULL OR c.customer_key = $3)"
-    " ORDER BY m.seq";
-static const char MSG_BEFORE_SQL[] =
-    "SELECT c.id AS chat_ok, m.* FROM chats c LEFT JOIN LATERAL ("
-    " SELECT " PG_MESSAGE_COLUMNS " FROM messages WHERE chat_id = c.id AND seq < $4::bigint"
-    " ORDER BY seq DESC LIMIT $5::int) m ON true"
-    " WHERE c.id = $1 AND c.org_id = $2 AND ($3::text IS NULL OR c.customer_key = $3)"
-    " ORDER BY m.seq";
-
 static void on_messages(void *ctx, const PGresult *res, const char *err)
 {
     rest_call *c = ctx;
@@ -205,28 +193,16 @@ static void on_messages(void *ctx, const PGresult *res, const char *err)
         call_free(c);
         return;
     }
-    int n = PQntuples(res);
-    if (n == 0) {
+    buf_t b;
+    buf_init(&b);
+    buf_putc(&b, '{');
+    if (!history_render(res, c->limit, c->after, &b)) {
+        buf_free(&b);
         http_respond_error(c->req, 404, "not_found", "no such chat");
         call_free(c);
         return;
     }
-    if (n == 1 && PQgetisnull(res, 0, PQfnumber(res, "id")))
-        n = 0;
-    bool more = n > c->limit;
-    int first = (!c->after && more) ? 1 : 0, last = (c->after && more) ? n - 1 : n;
-    buf_t b;
-    buf_init(&b);
-    buf_puts(&b, "{\"messages\":[");
-    for (int r = first; r < last; r++) {
-        pg_message m;
-        if (pg_message_from_row(res, r, &m) != 0)
-            continue;
-        if (r > first)
-            buf_putc(&b, ',');
-        pg_message_to_json(&m, &b);
-    }
-    buf_printf(&b, "],\"hasMore\":%s}", more ? "true" : "false");
+    buf_putc(&b, '}');
     http_respond(c->req, 200, "application/json", b.data, b.len);
     buf_free(&b);
     call_free(c);
@@ -253,7 +229,7 @@ static void list_messages(rest_call *c)
              ra == 0 ? (long long)after : rb == 0 ? (long long)before : 9007199254740991LL);
     snprintf(lim, sizeof lim, "%lld", (long long)c->limit + 1);
     const char *params[5] = {c->chat_id, c->p.org, is_customer(c) ? c->p.key : NULL, cur, lim};
-    pg_query(c->app->pg, c->after ? MSG_AFTER_SQL : MSG_BEFORE_SQL, 5, params, on_messages, c);
+    pg_query(c->app->pg, history_sql(c->after), 5, params, on_messages, c);
 }
 
 /* ---- POST /chat/chats/{id}/messages ----------------------------------------------------- */
