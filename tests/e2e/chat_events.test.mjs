@@ -228,6 +228,9 @@ test("close-chat by the customer: system message, chat-state closed, chat-closed
   const chatId = m1.chatId;
   assert.equal((await ag.ack("observe-chat", { chatId })).ok, true);
   const m2 = await tab2.sendOk(chatId, "m2", "keep-2");
+  // (closing only once m2 reached every socket: concurrent writes on two nodes
+  // are the cross-node ordering test of chat_delivery)
+  for (const s of [tab1, tab2, ag]) await s.waitMessage(chatId, 2);
 
   const r = await tab1.ack("close-chat", { chatId });
   assert.equal(r.ok, true, JSON.stringify(r));
@@ -273,4 +276,156 @@ test("close-chat by the customer: system message, chat-state closed, chat-closed
   }
   const [{ n }] = await sql("SELECT count(*)::int AS n FROM messages WHERE chat_id = $1", [chatId]);
   assert.equal(n, 3);
+});
+
+test("five tabs opening the customer's chat at the same moment share one chat: one chat-state, seqs 1..5", opts, async () => {
+  const org = newOrg();
+  const cust = person(org, "customer");
+  const tabs = await Promise.all(range(1, 5).map((i) => chat(i % 2 ? A.url : B.url, { token: cust.token })));
+  const acks = await Promise.all(tabs.map((t, i) => t.send(null, `open ${i}`, `open-${i}`)));
+  for (const a of acks) assert.equal(a.ok, true, JSON.stringify(a));
+  const ids = new Set(acks.map((a) => a.message.chatId));
+  assert.equal(ids.size, 1, `one chat: ${JSON.stringify([...ids])}`);
+  const chatId = acks[0].message.chatId;
+  assert.deepEqual(seqs(acks.map((a) => a.message)).sort(), [1, 2, 3, 4, 5]);
+  const marker = await tabs[0].sendOk(chatId, "marker", uid());
+  for (const t of tabs) {
+    await t.waitMessage(chatId, marker.seq);
+    assert.equal(t.events("chat-state", chatId).length, 1, `one chat-state per tab: ${JSON.stringify(t.events("chat-state"))}`);
+    // each once (their order across nodes is chat_delivery's cross-node ordering test)
+    assert.deepEqual(seqs(t.messages(chatId)).sort((p, q) => p - q), [1, 2, 3, 4, 5, 6]);
+  }
+  const rows = await sql("SELECT id FROM chats WHERE org_id = $1", [org]);
+  assert.deepEqual(rows.map((r) => r.id), [chatId]);
+});
+
+test("a config's greeting (no assistant) is the chat's first message, once; an unknown or foreign configId is not_found", opts, async () => {
+  const org = newOrg();
+  const [{ id: cfg }] = await sql("INSERT INTO chat_configs (org_id, name, greeting) VALUES ($1, 'Support', 'Welcome! An agent will be with you shortly.') RETURNING id", [org]);
+  const cust = person(org, "customer");
+  const t1 = await chat(A.url, { token: cust.token, context: { configId: cfg } });
+  assert.deepEqual(t1.session.chats, []);
+  const first = await t1.sendOk(null, "hi", "hi");
+  assert.equal(first.seq, 2, "the greeting took seq 1");
+  const chatId = first.chatId;
+  const greet = await t1.waitMessage(chatId, 1);
+  assert.equal(greet.sender.type, "system");
+  assert.equal(greet.text, "Welcome! An agent will be with you shortly.");
+  assert.ok(t1.log.findIndex((e) => e.data?.seq === 1 && e.event === "chat-message") < t1.log.findIndex((e) => e.data?.seq === 2 && e.event === "chat-message"));
+  const st = await t1.waitEvent("chat-state", (d) => d.chatId === chatId);
+  assert.equal(st.status, "queued");
+  const chatObj = (await rest(A.url, "GET", `/chat/chats/${chatId}`, { token: cust.token })).body.chat;
+  assert.equal(chatObj.configId, cfg);
+  // a second tab and a reconnect reuse the chat; no second greeting
+  const t2 = await chat(B.url, { token: cust.token, context: { configId: cfg } });
+  assert.deepEqual(t2.session.chats.map((c) => c.id), [chatId]);
+  const again = await t2.sendOk(null, "me again", uid());
+  assert.deepEqual([again.chatId, again.seq], [chatId, 3]);
+  await t1.waitMessage(chatId, 3);
+  assert.deepEqual(seqs(t1.messages(chatId)), [1, 2, 3]);
+  const [{ n }] = await sql("SELECT count(*)::int AS n FROM messages WHERE chat_id = $1 AND sender_type = 'system'", [chatId]);
+  assert.equal(n, 1);
+  // configs of other orgs and unknown ids
+  const [{ id: foreign }] = await sql("INSERT INTO chat_configs (org_id, name) VALUES ($1, 'Theirs') RETURNING id", [newOrg()]);
+  for (const configId of [foreign, "no-such-config"]) {
+    const t = await chat(A.url, { token: person(org, "customer").token, context: { configId } });
+    await expectCode(t, "chat-message", { clientId: uid(), text: "hello?" }, "not_found");
+  }
+});
+
+test("GET /chat/chats: agents list the org's chats with status filter and cursor pages; customers only theirs", opts, async () => {
+  const org = newOrg();
+  const agent = person(org, "agent");
+  const custs = range(1, 3).map(() => person(org, "customer"));
+  const ids = [];
+  for (const c of custs) {
+    const s = await chat(A.url, { token: c.token });
+    ids.push((await s.sendOk(null, "hello", uid())).chatId);
+    if (ids.length === 2) assert.equal((await s.ack("close-chat", { chatId: ids[1] })).ok, true);
+  }
+  const p1 = await rest(A.url, "GET", "/chat/chats?limit=2", { token: agent.token });
+  assert.equal(p1.status, 200, JSON.stringify(p1.body));
+  assert.equal(p1.body.chats.length, 2);
+  assert.equal(typeof p1.body.nextCursor, "string");
+  const p2 = await rest(B.url, "GET", `/chat/chats?limit=2&cursor=${encodeURIComponent(p1.body.nextCursor)}`, { token: agent.token });
+  assert.equal(p2.status, 200, JSON.stringify(p2.body));
+  assert.equal(p2.body.chats.length, 1);
+  assert.equal(p2.body.nextCursor, null);
+  assert.deepEqual([...p1.body.chats, ...p2.body.chats].map((c) => c.id).sort(), [...ids].sort());
+  const c0 = [...p1.body.chats, ...p2.body.chats].find((c) => c.id === ids[0]);
+  assert.equal(c0.orgId, org);
+  assert.equal(c0.status, "queued");
+  assert.equal(c0.customer.id, custs[0].key);
+  assert.equal(c0.customer.name, custs[0].name);
+  assert.equal(c0.lastSeq, 1);
+  assert.ok(Array.isArray(c0.skills));
+  assert.equal(typeof c0.priority, "number");
+  assert.match(c0.createdAt, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
+  const closed = await rest(A.url, "GET", "/chat/chats?status=closed", { token: agent.token });
+  assert.deepEqual(closed.body.chats.map((c) => c.id), [ids[1]]);
+  const queued = await rest(A.url, "GET", "/chat/chats?status=queued", { token: agent.token });
+  assert.deepEqual(queued.body.chats.map((c) => c.id).sort(), [ids[0], ids[2]].sort());
+  assert.equal((await rest(A.url, "GET", "/chat/chats?status=bogus", { token: agent.token })).status, 400);
+  const mine = await rest(A.url, "GET", "/chat/chats", { token: custs[2].token });
+  assert.deepEqual(mine.body.chats.map((c) => c.id), [ids[2]]);
+});
+
+test("unobserve-chat: the agent's tabs (on both nodes) stop receiving the chat; the observe joined all of them", opts, async () => {
+  const org = newOrg();
+  const cust = person(org, "customer");
+  const agent = person(org, "agent");
+  const c = await chat(A.url, { token: cust.token });
+  const x = (await c.sendOk(null, "chat x", uid())).chatId;
+  const c2 = await chat(A.url, { token: person(org, "customer").token });
+  const y = (await c2.sendOk(null, "chat y", uid())).chatId;
+  const ag1 = await chat(A.url, { token: agent.token });
+  const ag2 = await chat(A.url, { token: agent.token }, { transports: ["polling"] });
+  const ag3 = await chat(B.url, { token: agent.token });
+  assert.equal((await ag1.ack("observe-chat", { chatId: x })).ok, true);
+  assert.equal((await ag1.ack("observe-chat", { chatId: y })).ok, true);
+  const mx = await c.sendOk(x, "x while observed", uid());
+  for (const s of [ag1, ag2, ag3]) await s.waitMessage(x, mx.seq);
+  assert.deepEqual(await ag2.ack("unobserve-chat", { chatId: x }), { ok: true });
+  const gone = await c.sendOk(x, "x after unobserve", "gone");
+  await c.waitMessage(x, gone.seq);
+  const my = await c2.sendOk(y, "y marker", uid());
+  for (const s of [ag1, ag2, ag3]) {
+    await s.waitMessage(y, my.seq);
+    assert.deepEqual(seqs(s.messages(x)), [mx.seq], "nothing of x after unobserve");
+  }
+});
+
+test("message text round-trips exactly (unicode, 60 KB); odd text never answers internal", opts, async () => {
+  const org = newOrg();
+  const cust = person(org, "customer");
+  const s = await chat(A.url, { token: cust.token });
+  const other = await chat(B.url, { token: cust.token });
+  const chatId = (await s.sendOk(null, "start", uid())).chatId;
+  const texts = ["héllo 👋 مرحبا 你好 \u{1F600}\u200d", "quotes \" ' \\ \n\t</script><b>x</b>", "x".repeat(60000), ""];
+  for (const text of texts) {
+    const m = await s.sendOk(chatId, text, uid());
+    assert.equal(m.text, text);
+    const got = await other.waitMessage(chatId, m.seq);
+    assert.equal(got.text, text);
+    const [row] = await sql("SELECT text FROM messages WHERE chat_id = $1 AND seq = $2", [chatId, m.seq]);
+    assert.equal(row.text, text);
+  }
+  // PostgreSQL text cannot hold NUL: either stored faithfully or refused as bad_request
+  const r = await s.send(chatId, "a\u0000b", uid());
+  if (r.ok) assert.equal(r.message.text, "a\u0000b", "NUL: the text was cut short instead of kept or refused");
+  else assert.equal(r.error.code, "bad_request", JSON.stringify(r));
+  const h = await s.ack("history", { chatId });
+  assert.equal(h.ok, true);
+  assert.deepEqual(s.disconnects, []);
+});
+
+test("200 messages back to back from one socket are all accepted (rate limit defaults, SPEC 12.23)", opts, async () => {
+  const org = newOrg();
+  const cust = person(org, "customer");
+  const s = await chat(A.url, { token: cust.token });
+  const chatId = (await s.sendOk(null, "m0", uid())).chatId;
+  const acks = await Promise.all(range(1, 199).map((i) => s.send(chatId, `m${i}`, `m${i}`)));
+  const bad = acks.filter((a) => !a.ok);
+  assert.deepEqual(bad.slice(0, 3), [], `${bad.length} of 199 refused`);
+  assert.deepEqual(seqs(acks.map((a) => a.message)), range(2, 200));
 });
