@@ -54,6 +54,12 @@ void timers_on_message(chat_app *app, const char *org, const char *chat_id, cons
                        const char *sender_type);
 void timers_on_closed(chat_app *app, const char *org, const char *chat_id);
 bool timers_on_expired(chat_app *app, const char *key, size_t len);
+/* Inactivity timers of an assigned chat (SPEC 12.14), for the routing code:
+ * arm (or reset) at assignment (pick-next, takeover, transfer to an agent);
+ * disarm when the chat leaves `assigned` (transfer to the queue, resume-ai).
+ * Fire and forget: Redis failures are logged. */
+void timers_arm(chat_app *app, const char *org, const char *chat_id);
+void timers_disarm(chat_app *app, const char *org, const char *chat_id);
 
 void queue_start(chat_app *app);
 void queue_stop(chat_app *app);

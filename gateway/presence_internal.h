@@ -1,0 +1,26 @@
+/* Shared between gateway/chat_presence.c and gateway/chat_timers.c (issue 4):
+ * one presence/timer engine per process (presence/presence_redis.h) turns the
+ * keyspace `expired` events of socket and timer keys into exactly-once
+ * callbacks and runs the reconciler. chat_presence.c owns it (created in
+ * presence_start, freed in presence_stop, which runs before timers_stop);
+ * timer callbacks are forwarded to chat_timers.c. */
+#ifndef CHATD_PRESENCE_INTERNAL_H
+#define CHATD_PRESENCE_INTERNAL_H
+#include "gateway/chat.h"
+#include "presence/presence_redis.h"
+
+/* Reconciler period and grace: a timer overdue by more than the grace is
+ * fired by the reconciler (its notification was missed); dead sockets whose
+ * expired event was missed are swept at the same period. */
+#define PRESENCE_RECONCILE_MS 5000
+#define PRESENCE_RECONCILE_GRACE_MS 1000
+
+/* The engine, or NULL before presence_start / after presence_stop. Borrowed. */
+pres_engine *presence__engine(chat_app *app);
+
+/* A timer of chat_id fired and this node claimed it (exactly once across
+ * the cluster). deadline_ms is its deadline on the Redis clock. */
+void timers__fire(chat_app *app, const char *org, const char *kind, const char *chat_id,
+                  long long deadline_ms);
+
+#endif
