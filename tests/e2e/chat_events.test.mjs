@@ -429,3 +429,47 @@ test("200 messages back to back from one socket are all accepted (rate limit def
   assert.deepEqual(bad.slice(0, 3), [], `${bad.length} of 199 refused`);
   assert.deepEqual(seqs(acks.map((a) => a.message)), range(2, 200));
 });
+
+test("the assigned agent (assignment written to PostgreSQL as pick-next would) is in the chat at connect, writes as agent, and closes with reason agent", opts, async () => {
+  const org = newOrg();
+  const cust = person(org, "customer");
+  const agent = person(org, "agent", { name: "Ada" });
+  const other = person(org, "agent");
+  const c = await chat(A.url, { token: cust.token });
+  const chatId = (await c.sendOk(null, "help please", uid())).chatId;
+  await sql("UPDATE chats SET status = 'assigned', agent_id = $2, agent_name = $3, assigned_at = now() WHERE id = $1", [chatId, agent.sub, agent.name]);
+  const ag = await chat(B.url, { token: agent.token });
+  assert.deepEqual(ag.session.chats, [{ id: chatId, status: "assigned", lastSeq: 1 }]);
+  const ag2 = await chat(A.url, { token: agent.token }, { transports: ["polling"] });
+  const oth = await chat(A.url, { token: other.token });
+
+  const fromCust = await c.sendOk(chatId, "are you there?", uid());
+  for (const s of [ag, ag2]) await s.waitMessage(chatId, fromCust.seq);
+  const reply = await ag.sendOk(chatId, "Yes, how can I help?", "agent-1");
+  assert.equal(reply.sender.type, "agent");
+  assert.equal(reply.sender.id, agent.sub);
+  assert.equal(reply.sender.name, "Ada");
+  for (const s of [c, ag2]) assert.deepEqual(await s.waitMessage(chatId, reply.seq), reply);
+  assert.deepEqual(await ag2.send(chatId, "Yes, how can I help?", "agent-1"), { ok: true, message: reply }, "replay from the agent's other tab");
+  const viaRest = await rest(A.url, "POST", `/chat/chats/${chatId}/messages`, { token: agent.token, body: { clientId: "agent-2", text: "via REST" } });
+  assert.equal(viaRest.status, 201, JSON.stringify(viaRest.body));
+  assert.equal(viaRest.body.message.sender.type, "agent");
+  // typing from the agent reaches the customer
+  assert.equal((await ag.ack("typing", { chatId, isTyping: true })).ok, true);
+  const t = await c.waitEvent("typing", (d) => d.chatId === chatId);
+  assert.deepEqual(t.from, { type: "agent", id: agent.sub, name: "Ada" });
+  // another agent may not write or close
+  await expectCode(oth, "chat-message", { chatId, clientId: uid(), text: "me too" }, "forbidden");
+  await expectCode(oth, "close-chat", { chatId }, "forbidden");
+  // the assigned agent closes it
+  assert.equal((await ag2.ack("close-chat", { chatId })).ok, true);
+  for (const s of [c, ag, ag2]) {
+    assert.deepEqual(await s.waitEvent("chat-closed", (d) => d.chatId === chatId), { chatId, reason: "agent" });
+    const sys = await s.waitMessage(chatId, viaRest.body.message.seq + 1);
+    assert.equal(sys.sender.type, "system");
+  }
+  await expectCode(ag, "chat-message", { chatId, clientId: uid(), text: "one more thing" }, "conflict");
+  await expectCode(c, "chat-message", { chatId, clientId: uid(), text: "one more thing" }, "conflict");
+  const [row] = await sql("SELECT status, close_reason FROM chats WHERE id = $1", [chatId]);
+  assert.deepEqual(row, { status: "closed", close_reason: "agent" });
+});
