@@ -66,9 +66,10 @@ export function person(org, typ = "customer", opts = {}) {
 
 /**
  * Starts a `chatd serve` node on the test services. env overrides; nodeId names
- * it in the cluster (CHATD_NODE_ID). Returns lib.mjs's handle.
+ * it in the cluster (CHATD_NODE_ID); port reuses a port (restarts). Returns
+ * lib.mjs's handle.
  */
-export async function startChatd(nodeId = uid("node-"), env = {}) {
+export async function startChatd(nodeId = uid("node-"), env = {}, port = undefined) {
   return startServer("serve", {
     CHATD_DATABASE_URL: DB_URL,
     CHATD_REDIS_URL: REDIS_URL,
@@ -77,7 +78,7 @@ export async function startChatd(nodeId = uid("node-"), env = {}) {
     CHATD_PING_INTERVAL_MS: "25000",
     CHATD_PING_TIMEOUT_MS: "20000",
     ...env,
-  });
+  }, { port });
 }
 
 /**
