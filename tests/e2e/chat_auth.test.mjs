@@ -5,7 +5,7 @@
 // refusal is checked next to an acceptance).
 import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { closeAll } from "./lib.mjs";
+import { closeAll, client, connected } from "./lib.mjs";
 import { SKIP_REASON, SECRET, startChatd, newOrg, person, token, signJwt, chat, connectError, uid, rest } from "./chatlib.mjs";
 
 let A, B;
@@ -235,5 +235,51 @@ test("REST without a valid bearer token is 401 with the token error", opts, asyn
       assert.equal(r.body?.error?.code, "unauthorized", `${p}: ${JSON.stringify(r.body)}`);
       assert.equal(r.body.error.message, code, `${p}: ${JSON.stringify(r.body)}`);
     }
+  }
+});
+
+test("REST surface: CORS only for the configured origins, JSON 404 for unknown paths, 413 for an oversized body; the / namespace is refused", opts, async () => {
+  const origin = "https://shop.example";
+  const C = await startChatd("auth-cors", { CHATD_CORS_ORIGINS: `${origin},https://other.example`, CHATD_MAX_PAYLOAD: "100000" });
+  try {
+    const org = newOrg();
+    const cust = person(org, "customer");
+    const s = await chat(C.url, { token: cust.token });
+    const chatId = (await s.sendOk(null, "hi", uid())).chatId;
+
+    const pre = await fetch(`${C.url}/chat/chats/${chatId}/messages`, {
+      method: "OPTIONS",
+      headers: { origin, "access-control-request-method": "POST", "access-control-request-headers": "authorization, content-type" },
+    });
+    await pre.arrayBuffer();
+    assert.ok(pre.status === 204 || pre.status === 200, `preflight status ${pre.status}`);
+    assert.equal(pre.headers.get("access-control-allow-origin"), origin);
+    assert.match(pre.headers.get("access-control-allow-methods") || "", /POST/);
+    assert.match((pre.headers.get("access-control-allow-headers") || "").toLowerCase(), /authorization/);
+    const get = await rest(C.url, "GET", `/chat/chats/${chatId}`, { token: cust.token, headers: { origin } });
+    assert.equal(get.status, 200);
+    assert.equal(get.headers.get("access-control-allow-origin"), origin);
+    const evil = await rest(C.url, "GET", `/chat/chats/${chatId}`, { token: cust.token, headers: { origin: "https://evil.example" } });
+    assert.equal(evil.headers.get("access-control-allow-origin"), null, "no CORS grant for other origins");
+    const evilPre = await fetch(`${C.url}/chat/chats`, { method: "OPTIONS", headers: { origin: "https://evil.example", "access-control-request-method": "GET" } });
+    await evilPre.arrayBuffer();
+    assert.equal(evilPre.headers.get("access-control-allow-origin"), null);
+
+    for (const p of ["/chat/nope", "/chat/chats/x/y/z", "/chat/chats/x/transcripts"]) {
+      const r = await rest(C.url, "GET", p, { token: cust.token });
+      assert.equal(r.status, 404, p);
+      assert.equal(r.body?.error?.code, "not_found", `${p}: ${JSON.stringify(r.body)}`);
+    }
+    const big = await rest(C.url, "POST", `/chat/chats/${chatId}/messages`, { token: cust.token, body: { clientId: uid(), text: "x".repeat(150000) } });
+    assert.equal(big.status, 413, `${big.status} ${JSON.stringify(big.body).slice(0, 200)}`);
+    assert.equal(big.body?.error?.code, "payload_too_large");
+
+    for (const nsp of ["/", "/admin"]) {
+      const other = client(C.url, nsp, { auth: { token: cust.token } });
+      await assert.rejects(connected(other), (e) => e.message === "Invalid namespace", `namespace ${nsp}`);
+    }
+  } finally {
+    closeAll();
+    await C.stop();
   }
 });
