@@ -10,10 +10,12 @@
 #include "presence/presence_redis.h"
 
 /* Reconciler period and grace: a timer overdue by more than the grace is
- * fired by the reconciler (its notification was missed); dead sockets whose
- * expired event was missed are swept at the same period. */
+ * fired by the reconciler (its notification was missed, or Redis has not
+ * expired the key yet: with many volatile keys its active expiry can lag by
+ * seconds); dead sockets whose expired event was missed are swept at the same
+ * period. Both paths claim atomically, so the grace only spares double work. */
 #define PRESENCE_RECONCILE_MS 5000
-#define PRESENCE_RECONCILE_GRACE_MS 1000
+#define PRESENCE_RECONCILE_GRACE_MS 250
 
 /* The engine, or NULL before presence_start / after presence_stop. Borrowed. */
 pres_engine *presence__engine(chat_app *app);
