@@ -76,6 +76,7 @@ typedef struct eio_ws {
     bool is_probe;  /* attached to a polling session, upgrade not finished */
     bool kill;      /* close as soon as writeable (refused upgrade, error) */
     bool established;
+    bool want_write; /* a WRITEABLE callback is requested and not yet run */
     buf_t rx;       /* message reassembly across fragments */
     bool rx_binary;
     bool rx_overflow;

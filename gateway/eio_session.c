@@ -122,6 +122,7 @@ struct eio_sock {
 };
 
 static void sock_unref(eio_sock *s);
+static int ws_write(struct lws *wsi, gw_frame *f);
 static void session_close(eio_sock *s, const char *reason, bool flush, const char *poll_answer);
 static void flush(eio_sock *s);
 
@@ -330,8 +331,29 @@ static void flush(eio_sock *s)
     if (!s->qlen)
         return;
     if (s->transport == T_WEBSOCKET) {
-        if (s->ws && s->ws->wsi)
-            lws_callback_on_writable(s->ws->wsi);
+        eio_ws *c = s->ws;
+        if (!c || !c->wsi || !c->established)
+            return;
+        if (!c->want_write && !c->kill && !lws_partial_buffered(c->wsi)) {
+            /* Write now: the socket is idle, so this costs one send() and no
+             * poll-for-writable round (which is two epoll_ctl calls per frame
+             * under libuv). lws keeps any unsent tail and its order. */
+            while (s->qlen) {
+                gw_frame *f = q_pop(s);
+                int rc = ws_write(c->wsi, f);
+                frame_unref(f);
+                if (rc) {
+                    c->kill = true; /* closed from the writeable callback */
+                    break;
+                }
+                if (lws_partial_buffered(c->wsi))
+                    break;
+            }
+            if (!s->qlen && !c->kill)
+                return;
+        }
+        c->want_write = true;
+        lws_callback_on_writable(c->wsi);
         return;
     }
     /* Polling: during an upgrade probe, data waits for the new transport. */
@@ -894,6 +916,7 @@ static int ws_write(struct lws *wsi, gw_frame *f)
 
 int eio_ws_writeable(eio_ws *c)
 {
+    c->want_write = false;
     if (c->ctl) {
         gw_frame *f = c->ctl;
         c->ctl = NULL;
@@ -917,10 +940,11 @@ int eio_ws_writeable(eio_ws *c)
         frame_unref(f);
         if (rc)
             return -1;
-        if (lws_send_pipe_choked(c->wsi))
+        if (lws_partial_buffered(c->wsi))
             break;
     }
     if (s->qlen) {
+        c->want_write = true;
         lws_callback_on_writable(c->wsi);
         return 0;
     }
