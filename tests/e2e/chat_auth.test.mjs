@@ -5,6 +5,10 @@
 // refusal is checked next to an acceptance).
 import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
+import crypto from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { closeAll, client, connected } from "./lib.mjs";
 import { SKIP_REASON, SECRET, startChatd, newOrg, person, token, signJwt, chat, connectError, uid, rest } from "./chatlib.mjs";
 
@@ -283,3 +287,53 @@ test("REST surface: CORS only for the configured origins, JSON 404 for unknown p
     await C.stop();
   }
 });
+
+function signAsym(claims, alg, privateKey) {
+  const h = Buffer.from(JSON.stringify({ alg, typ: "JWT" })).toString("base64url");
+  const p = Buffer.from(JSON.stringify(claims)).toString("base64url");
+  const sig = crypto.sign("sha256", Buffer.from(`${h}.${p}`), alg === "ES256" ? { key: privateKey, dsaEncoding: "ieee-p1363" } : privateKey);
+  return `${h}.${p}.${sig.toString("base64url")}`;
+}
+
+for (const alg of ["RS256", "ES256"]) {
+  test(`${alg} with CHATD_JWT_PUBLIC_KEY only: its tokens are accepted; HS256 tokens (the default dev secret, the PEM as HMAC key) and other keys are token_invalid`, opts, async () => {
+    const gen = () => (alg === "RS256" ? crypto.generateKeyPairSync("rsa", { modulusLength: 2048 }) : crypto.generateKeyPairSync("ec", { namedCurve: "P-256" }));
+    const { publicKey, privateKey } = gen();
+    const pem = publicKey.export({ type: "spki", format: "pem" });
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "chatd-jwt-"));
+    const file = path.join(dir, "public.pem");
+    fs.writeFileSync(file, pem);
+    // no CHATD_JWT_SECRET at all: the node knows only the public key
+    const C = await startChatd(`auth-${alg}`, { CHATD_JWT_SECRET: undefined, CHATD_JWT_PUBLIC_KEY: file });
+    try {
+      const org = newOrg();
+      const now = Math.floor(Date.now() / 1000);
+      const claims = { sub: "pk-user", org, typ: "agent", name: "PK", exp: now + 600 };
+      const ok = await chat(C.url, { token: signAsym(claims, alg, privateKey) });
+      assert.equal(ok.session.role, "agent");
+      assert.equal(ok.session.identity.id, "pk-user");
+      const r = await rest(C.url, "GET", "/chat/chats", { token: signAsym(claims, alg, privateKey) });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+
+      const cases = [
+        ["HS256 with the documented default secret", signJwt(claims, "dev-secret-change-me")],
+        ["HS256 with the public PEM as HMAC key (alg confusion)", signJwt(claims, pem)],
+        [`${alg} from another key`, signAsym(claims, alg, gen().privateKey)],
+        [`${alg} expired`, signAsym({ ...claims, exp: now - 60 }, alg, privateKey), "token_expired"],
+      ];
+      const problems = [];
+      for (const [what, tok, code = "token_invalid"] of cases) {
+        const err = await connectError(C.url, { token: tok });
+        if (!err) problems.push(`${what}: connected (session) instead of connect_error ${code}`);
+        else if (err.data?.code !== code) problems.push(`${what}: connect_error ${JSON.stringify(err.data)}, want ${code}`);
+        const rr = await rest(C.url, "GET", "/chat/chats", { token: tok });
+        if (rr.status !== 401) problems.push(`${what}: REST GET /chat/chats ${rr.status}, want 401`);
+      }
+      assert.deepEqual(problems, []);
+    } finally {
+      closeAll();
+      await C.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
