@@ -337,3 +337,41 @@ for (const alg of ["RS256", "ES256"]) {
     }
   });
 }
+
+test("iss/aud are checked when configured, nbf always", opts, async () => {
+  const C = await startChatd("auth-iss", { CHATD_JWT_ISSUER: "https://auth.example", CHATD_JWT_AUDIENCE: "chatd" });
+  try {
+    const org = newOrg();
+    const now = Math.floor(Date.now() / 1000);
+    const base = { sub: "u1", org, typ: "customer", exp: now + 600, iss: "https://auth.example", aud: "chatd" };
+    for (const [what, claims] of [
+      ["iss + aud", base],
+      ["aud array", { ...base, aud: ["other", "chatd"] }],
+      ["nbf in the past", { ...base, nbf: now - 10 }],
+    ]) {
+      const s = await chat(C.url, { token: signJwt(claims) });
+      assert.equal(s.session.role, "customer", what);
+    }
+    const problems = [];
+    for (const [what, claims] of [
+      ["no iss", { ...base, iss: undefined }],
+      ["wrong iss", { ...base, iss: "https://evil.example" }],
+      ["no aud", { ...base, aud: undefined }],
+      ["wrong aud", { ...base, aud: "other" }],
+      ["aud array without chatd", { ...base, aud: ["a", "b"] }],
+      ["nbf in the future", { ...base, nbf: now + 600 }],
+    ]) {
+      const err = await connectError(C.url, { token: signJwt(JSON.parse(JSON.stringify(claims))) });
+      if (!err || err.data?.code !== "token_invalid") problems.push(`${what}: ${err ? JSON.stringify(err.data) : "connected"}`);
+    }
+    assert.deepEqual(problems, []);
+    // without the settings (node A) iss/aud are not required
+    const plain = await chat(A.url, { token: signJwt({ sub: "u2", org, typ: "customer", exp: now + 600 }) });
+    assert.equal(plain.session.role, "customer");
+    const nbf = await connectError(A.url, { token: signJwt({ sub: "u2", org, typ: "customer", exp: now + 600, nbf: now + 600 }) });
+    assert.deepEqual(nbf?.data, { code: "token_invalid" }, "nbf in the future without iss/aud settings");
+  } finally {
+    closeAll();
+    await C.stop();
+  }
+});
