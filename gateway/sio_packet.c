@@ -1,6 +1,9 @@
 #include "gateway/sio_packet.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+#include "common/xalloc.h"
 
 static const char *const reserved[] = {"connect",       "connect_error",  "disconnect",
                                        "disconnecting", "newListener",    "removeListener"};
@@ -199,6 +202,49 @@ static int json_strict(const char *s, size_t len)
     return json_ws(s, len, i) == len ? 0 : -1;
 }
 
+static unsigned hex4(const char *p)
+{
+    unsigned v = 0;
+    for (int k = 0; k < 4; k++) {
+        char c = p[k];
+        v = v << 4 | (unsigned)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+    }
+    return v;
+}
+
+/* JSON.parse accepts escaped lone UTF-16 surrogates ("\ud800"), and
+ * JSON.stringify writes them for a string cut inside a surrogate pair (an emoji
+ * truncated with slice()); cJSON refuses them. For JSON that json_strict
+ * accepted, rewrites each lone surrogate escape into "\ufffd" (same length, so
+ * offsets do not move) in place, for cJSON's sake only: the packet bytes that
+ * are forwarded stay as received. Returns the number of escapes rewritten. */
+static size_t json_fix_lone_surrogates(char *s, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] != '\\')
+            continue;
+        if (s[i + 1] != 'u') { /* validated: an escape always has its next char */
+            i++;
+            continue;
+        }
+        unsigned v = hex4(s + i + 2);
+        if (v >= 0xD800 && v <= 0xDBFF && i + 11 < len && s[i + 6] == '\\' && s[i + 7] == 'u') {
+            unsigned w = hex4(s + i + 8);
+            if (w >= 0xDC00 && w <= 0xDFFF) {
+                i += 11; /* a proper pair */
+                continue;
+            }
+        }
+        if (v >= 0xD800 && v <= 0xDFFF) {
+            memcpy(s + i + 2, "fffd", 4);
+            n++;
+        }
+        i += 5;
+    }
+    return n;
+}
+
 /* The payload shapes the reference parser accepts per type. */
 static bool payload_valid(enum sio_type type, const cJSON *j)
 {
@@ -281,8 +327,18 @@ int sio_decode(const char *buf, size_t len, sio_packet *out)
         if (json_strict(buf + i, len - i) != 0)
             return SIO_ERR_JSON;
         cJSON *j = cJSON_ParseWithLengthOpts(buf + i, len - i, &end, false);
-        if (!j)
-            return SIO_ERR_JSON;
+        if (!j) {
+            /* Valid JSON that cJSON refuses: lone surrogate escapes. */
+            char *copy = xmalloc(len - i);
+            memcpy(copy, buf + i, len - i);
+            if (json_fix_lone_surrogates(copy, len - i))
+                j = cJSON_ParseWithLengthOpts(copy, len - i, &end, false);
+            if (j)
+                end = buf + i + (end - copy);
+            free(copy);
+            if (!j)
+                return SIO_ERR_JSON;
+        }
         /* The whole rest must be the JSON value (trailing whitespace allowed). */
         while (end < buf + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
             end++;

@@ -108,6 +108,13 @@ static const struct vec {
      "[\"a\" , -0.5e-3 ,\r\n{\"k\" : [ true , false , null ]}]"},
     {"2[\"h\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\",\"\\u00e9\\n\\\"\\\\\\/\"]", SIO_OK, SIO_EVENT, 0, "/",
      NO_ACK, "[\"h\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\",\"\\u00e9\\n\\\"\\\\\\/\"]"},
+    /* lone surrogate escapes: JSON.parse accepts them (JSON.stringify writes
+     * them for a string cut inside an emoji); the bytes stay as received */
+    {"2[\"a\",\"x\\ud800\"]", SIO_OK, SIO_EVENT, 0, "/", NO_ACK, "[\"a\",\"x\\ud800\"]"},
+    {"2[\"a\",\"\\udc00y\",\"\\uD83D\\uDE00\",\"\\ud83d\"]", SIO_OK, SIO_EVENT, 0, "/", NO_ACK,
+     "[\"a\",\"\\udc00y\",\"\\uD83D\\uDE00\",\"\\ud83d\"]"},
+    {"2[\"a\",\"\\\\ud800\"]", SIO_OK, SIO_EVENT, 0, "/", NO_ACK, "[\"a\",\"\\\\ud800\"]"}, /* not an escape */
+    {"2[\"a\",\"\\ud800\\u\"]", SIO_ERR_JSON, 0, 0, NULL, 0, NULL},
     /* ACK */
     {"3456[1,\"2\",{\"3\":[false]}]", SIO_OK, SIO_ACK, 0, "/", 456, "[1,\"2\",{\"3\":[false]}]"},
     {"3/custom,1[]", SIO_OK, SIO_ACK, 0, "/custom", 1, "[]"},
@@ -258,6 +265,19 @@ static void test_decode_json_tree(void **state)
     assert_string_equal(cJSON_GetObjectItemCaseSensitive(o, "chatId")->valuestring, "c1");
     sio_packet_clear(&p);
     sio_packet_clear(&p); /* idempotent */
+}
+
+/* A lone surrogate becomes U+FFFD in the tree; the pair stays a pair. */
+static void test_decode_lone_surrogate_tree(void **state)
+{
+    (void)state;
+    const char *in = "2[\"m\",\"a\\ud800b\",\"\\ud83d\\ude00\"]";
+    sio_packet p;
+    assert_int_equal(sio_decode(in, strlen(in), &p), SIO_OK);
+    assert_string_equal(cJSON_GetArrayItem(p.json, 1)->valuestring, "a\xef\xbf\xbd" "b");
+    assert_string_equal(cJSON_GetArrayItem(p.json, 2)->valuestring, "\xf0\x9f\x98\x80");
+    assert_memory_equal(p.data, in + 1, strlen(in) - 1); /* bytes unchanged */
+    sio_packet_clear(&p);
 }
 
 /* Truncation at every byte of every vector (valid or not): a packet or an
@@ -544,6 +564,7 @@ int main(void)
         cmocka_unit_test(test_decode_vectors),
         cmocka_unit_test(test_decode_suite_frames),
         cmocka_unit_test(test_decode_json_tree),
+        cmocka_unit_test(test_decode_lone_surrogate_tree),
         cmocka_unit_test(test_decode_every_prefix),
         cmocka_unit_test(test_encode_header),
         cmocka_unit_test(test_encode_decode_round_trip),
