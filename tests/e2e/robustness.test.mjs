@@ -87,6 +87,19 @@ test("200 KB binary and 200 KB text round trip on polling and websocket", { time
   }
 });
 
+test("strings cut inside a surrogate pair (lone surrogates) round trip like JSON.parse allows", async () => {
+  const emoji = "😀";
+  const cut = `cut ${emoji}`.slice(0, -1); // ends in a lone high surrogate
+  const args = [cut, emoji.slice(1) + "x", { k: `${emoji}${cut}` }];
+  for (const transports of [["websocket"], ["polling"]]) {
+    const s = await connect(conf.url, "/", { transports });
+    const back = once(s, "message-back");
+    s.emit("message", ...args);
+    assert.deepEqual(await back, args, `transports ${transports}`);
+    assert.equal(s.connected, true);
+  }
+});
+
 /** A raw Engine.IO/Socket.IO WebSocket client: resolves once CONNECTed to nsp. */
 async function rawClient(url, nsp, auth) {
   const ws = new WebSocket(`${url.replace("http", "ws")}/socket.io/?EIO=4&transport=websocket`);
