@@ -427,3 +427,21 @@ test("a node restarts: the widget reconnects by itself (auth callback with its l
     await C.stop();
   }
 });
+
+test("a tab connecting on node B while node A opens the customer's chat still ends up in the chat (30 races)", { skip: SKIP_REASON, timeout: 90000 }, async () => {
+  const problems = [];
+  for (let i = 0; i < 30; i++) {
+    const org = newOrg();
+    const cust = person(org, "customer");
+    const tabA = await chat(A.url, { token: cust.token });
+    const [open, tabB] = await Promise.all([tabA.sendOk(null, "open", uid()), chat(B.url, { token: cust.token })]);
+    const marker = await tabA.sendOk(open.chatId, "marker", uid());
+    try {
+      await tabB.waitMessage(open.chatId, marker.seq, 3000);
+    } catch {
+      problems.push(`race ${i}: tab on B (session chats ${JSON.stringify(tabB.session.chats)}) never got seq ${marker.seq}`);
+    }
+    closeAll();
+  }
+  assert.deepEqual(problems, []);
+});
