@@ -436,5 +436,8 @@ const struct lws_protocols http_lws_protocol = {
     .name = "chatd",
     .callback = callback,
     .per_session_data_size = sizeof(struct pss),
-    .rx_buffer_size = 65536,
+    /* rx: a per-connection buffer (RSS), bigger messages arrive in several
+     * callbacks; tx: lws would otherwise cut every send at the rx size */
+    .rx_buffer_size = 2048,
+    .tx_packet_size = 1 << 20,
 };
