@@ -151,6 +151,16 @@ enum rk_status q_build_requeue_front(rk_argv *a, const char *org, const char *ch
                           fallback_enqueued_at_ms, "", default_aht_s);
 }
 
+enum rk_status q_build_requeue_restore(rk_argv *a, const char *org, const char *chat_id,
+                                       int fallback_priority, long long fallback_enqueued_at_ms,
+                                       const char *skills_csv, int default_aht_s)
+{
+    /* any mode other than skills/front/agent takes the generic path of queue_transfer.lua:
+     * skills, priority, enqueue time and member kept, the agent's load -1 */
+    return build_transfer(a, org, chat_id, "restore", skills_csv, fallback_priority,
+                          fallback_enqueued_at_ms, "", default_aht_s);
+}
+
 enum rk_status q_build_position(rk_argv *a, const char *org, const char *chat_id,
                                 int default_aht_s)
 {

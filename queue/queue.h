@@ -85,6 +85,11 @@ enum rk_status q_build_transfer_agent(rk_argv *a, const char *org, const char *c
 enum rk_status q_build_requeue_front(rk_argv *a, const char *org, const char *chat_id,
                                      int fallback_priority, long long fallback_enqueued_at_ms,
                                      const char *skills_csv, int default_aht_s);
+/* Undo of a pick whose PostgreSQL write failed: back to the queue exactly where it was
+ * (skills, priority, enqueue time and order kept), the agent's load -1. */
+enum rk_status q_build_requeue_restore(rk_argv *a, const char *org, const char *chat_id,
+                                       int fallback_priority, long long fallback_enqueued_at_ms,
+                                       const char *skills_csv, int default_aht_s);
 enum rk_status q_build_position(rk_argv *a, const char *org, const char *chat_id,
                                 int default_aht_s);
 /* Chat ids in queue order [offset, offset+limit) plus the ETA inputs. */
