@@ -20,6 +20,7 @@ void chat_hooks_stop(chat_app *app)
 void chat_hook_connected(chat_sock *cs)
 {
     presence_on_connect(cs);
+    queue_on_connect(cs);
 }
 
 void chat_hook_disconnected(chat_sock *cs)

@@ -64,6 +64,8 @@ void timers_disarm(chat_app *app, const char *org, const char *chat_id);
 void queue_start(chat_app *app);
 void queue_stop(chat_app *app);
 void queue_on_opened(chat_app *app, chat_sock *cs, const PGresult *row);
+/* An agent socket connected: remembers its display name for transfers from other nodes. */
+void queue_on_connect(chat_sock *cs);
 void queue_on_message(chat_app *app, const char *org, const char *chat_id, const char *status,
                       const char *sender_type);
 void queue_on_closed(chat_app *app, const char *org, const char *chat_id,
