@@ -6,7 +6,14 @@
 //
 // Environment (set by tests/run.sh): CHATD_TEST_DATABASE_URL,
 // CHATD_TEST_REDIS_URL, TEST_SERVICES_DIR. Without the database URL the chat
-// tests skip (SKIP_REASON).
+// tests skip (SKIP_REASON); without TEST_SERVICES_DIR the fault tests skip.
+//
+// By hand:
+//   bash tests/services.sh start /tmp/svc && . /tmp/svc/env
+//   CHATD_DATABASE_URL=$CHATD_TEST_DATABASE_URL build/chatd migrate
+//   TEST_SERVICES_DIR=/tmp/svc CHATD_BIN=build-san/chatd \
+//     node --test --test-concurrency=1 tests/e2e/chat_*.test.mjs
+//   bash tests/services.sh stop /tmp/svc
 import crypto from "node:crypto";
 import { spawn } from "node:child_process";
 import path from "node:path";
