@@ -20,7 +20,8 @@ static const struct setting {
     S("CHATD_REDIS_URL", "redis-url", K_STR, redis_url, "redis://127.0.0.1:6379", "Redis URL"),
     S("CHATD_DATABASE_URL", "database-url", K_STR, database_url,
       "postgresql://chatd@127.0.0.1:5432/chatd", "PostgreSQL URL"),
-    S("CHATD_JWT_SECRET", "jwt-secret", K_STR, jwt_secret, "dev-secret-change-me", "HS256 secret"),
+    S("CHATD_JWT_SECRET", "jwt-secret", K_STR, jwt_secret, NULL,
+      "HS256 secret (unset and no public key: the development secret dev-secret-change-me)"),
     S("CHATD_JWT_PUBLIC_KEY", "jwt-public-key", K_STR, jwt_public_key, NULL, "PEM public key file (RS256/ES256)"),
     S("CHATD_JWT_PRIVATE_KEY", "jwt-private-key", K_STR, jwt_private_key, NULL, "PEM private key file for `chatd token`"),
     S("CHATD_JWT_ISSUER", "jwt-issuer", K_STR, jwt_issuer, NULL, "required iss claim"),
@@ -157,6 +158,14 @@ int config_parse_flags(chatd_config *cfg, int argc, char **argv, int first)
         i += used;
     }
     return i;
+}
+
+void config_finish(chatd_config *cfg)
+{
+    /* A development secret only when no key at all is configured: with a public
+     * key, HS256 tokens signed with a well-known secret must never pass. */
+    if (!cfg->jwt_secret && !cfg->jwt_public_key)
+        cfg->jwt_secret = xstrdup("dev-secret-change-me");
 }
 
 void config_free(chatd_config *cfg)

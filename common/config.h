@@ -48,6 +48,8 @@ void config_from_env(chatd_config *cfg);
 /* Applies --flag value / --flag=value overrides from argv[first..argc).
  * Returns the index of the first unrecognised argument, or -1 on a bad value. */
 int config_parse_flags(chatd_config *cfg, int argc, char **argv, int first);
+/* Derived defaults, after the environment and the flags (the dev JWT secret). */
+void config_finish(chatd_config *cfg);
 void config_free(chatd_config *cfg);
 void config_usage(void);
 /* Splits "host:port" into cfg listen fields; returns 0 or -1. */

@@ -209,6 +209,11 @@ void chat_on_message(chat_sock *cs, const sio_event *ev)
         chat_ack_err(cs->s, ev->ack_id, "bad_request", "text must be a string");
         return;
     }
+    /* a NUL cannot be stored in PostgreSQL text (and would be cut by the parser) */
+    if (memmem(ev->data, ev->len, "\\u0000", 6)) {
+        chat_ack_err(cs->s, ev->ack_id, "bad_request", "text may not contain NUL characters");
+        return;
+    }
     if (att && !cJSON_IsNull(att)) {
         int n = 0;
         bool ok = cJSON_IsArray(att);

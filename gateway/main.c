@@ -359,6 +359,7 @@ int main(int argc, char **argv)
     }
     int rc;
     int next = config_parse_flags(&cfg, argc, argv, first);
+    config_finish(&cfg);
     if (next < 0) {
         fprintf(stderr, "chatd: bad flag value (see --help)\n");
         rc = 2;

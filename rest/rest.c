@@ -336,8 +336,9 @@ static void on_post_body(http_req *req)
     bool att_ok = !att || cJSON_IsNull(att) || cJSON_IsArray(att);
     for (const cJSON *a = cJSON_IsArray(att) ? att->child : NULL; a; a = a->next)
         att_ok = att_ok && cJSON_IsString(a);
+    bool has_nul = req->body.data && memmem(req->body.data, req->body.len, "\\u0000", 6);
     if (!cJSON_IsObject(c->body) || !client_id || !*client_id || strlen(client_id) > 200 ||
-        !text || !att_ok) {
+        !text || !att_ok || has_nul) {
         http_respond_error(req, 400, "bad_request", "need {clientId, text, attachments?}");
         call_free(c);
         return;
