@@ -321,3 +321,58 @@ test("no-reply reassignment: an agent that does not answer in time loses the cha
     await N.stop();
   }
 });
+
+/** Resolves when the customer's latest queue-position for chatId is {position, etaSeconds}. */
+async function positionIs(s, chatId, position, etaSeconds, what) {
+  const latest = () => s.events("queue-position", chatId).at(-1);
+  const ok = (d) => d && d.position === position && d.etaSeconds === etaSeconds;
+  if (ok(latest())) return;
+  const from = s.log.length;
+  if (ok(latest())) return;
+  await s
+    .waitFor((e) => e.event === "queue-position" && e.data.chatId === chatId && ok(e.data), 8000, what, from)
+    .catch((e) => {
+      e.message = `${what}: want ${position}/${etaSeconds}s, latest ${JSON.stringify(latest())}\n${e.message}`;
+      throw e;
+    });
+}
+
+test("position and ETA follow ceil(position / availableAgents) * avgHandleTime as agents go online, away, offline, fill up", opts, async () => {
+  const org = newOrg();
+  const cfg = await config(org);
+  const cs = [];
+  for (let i = 0; i < 4; i++) cs.push(await openChat(A.url, org, cfg, `c${i}`));
+  const expect = async (waiting, available, aht, what) => {
+    for (let i = 0; i < waiting.length; i++) {
+      const p = i + 1;
+      await positionIs(waiting[i].s, waiting[i].chatId, p, Math.ceil(p / Math.max(available, 1)) * aht, `${what}, position ${p}`);
+    }
+  };
+  await expect(cs, 0, AHT, "no agent");
+  const X = await chat(B.url, { token: agent(org, { name: "X", max: 1 }).token });
+  await expect(cs, 1, AHT, "X online");
+  const Y = await chat(A.url, { token: agent(org, { name: "Y", max: 2 }).token });
+  await expect(cs, 2, AHT, "X, Y online");
+  const Z = await chat(B.url, { token: agent(org, { name: "Z", max: 3 }).token });
+  await expect(cs, 3, AHT, "X, Y, Z online");
+  assert.equal((await Y.ack("set-status", { status: "away" })).ok, true);
+  await expect(cs, 2, AHT, "Y away");
+  assert.equal((await Y.ack("set-status", { status: "online" })).ok, true);
+  await expect(cs, 3, AHT, "Y back");
+  Z.close();
+  await expect(cs, 2, AHT, "Z offline");
+  // X takes the first chat and is then at capacity (max 1): not available
+  const picked = await X.ack("pick-next", {});
+  assert.equal(picked.chat.id, cs[0].chatId);
+  await expect(cs.slice(1), 1, AHT, "X full");
+  // the first close sets the org's average handle time (moving average of assigned -> closed)
+  assert.equal((await X.ack("close-chat", { chatId: cs[0].chatId })).ok, true);
+  const aht = Number(await redis.get(`chat:{${org}}:aht`));
+  assert.ok(Number.isInteger(aht) && aht >= 0 && aht < 10, `aht ${aht}`);
+  await expect(cs.slice(1), 2, aht, "X free again, average from the close");
+  // one event per change: no repeated value in a row
+  for (const c of cs) {
+    const ps = c.s.events("queue-position", c.chatId).map((d) => `${d.position}/${d.etaSeconds}`);
+    for (let i = 1; i < ps.length; i++) assert.notEqual(ps[i], ps[i - 1], `repeated queue-position for ${c.chatId}: ${ps}`);
+  }
+});
