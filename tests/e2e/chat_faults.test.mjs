@@ -120,7 +120,7 @@ test("PostgreSQL down: sends answer unavailable and nothing is broadcast, /ready
 });
 
 test("Redis down: /readyz 503, messages still persist and reach sockets on the same node; after it restarts cross-node fan-out works again", opts, async () => {
-  const { tab1, tab2, tabB, ag, chatId } = await setup();
+  const { cust, tab1, tab2, tabB, ag, chatId } = await setup();
   let duringA, duringB;
   try {
     await services("stop-redis");
@@ -132,6 +132,11 @@ test("Redis down: /readyz 503, messages still persist and reach sockets on the s
     duringB = await tabB.sendOk(chatId, "during outage, from B", "during-b");
     await ag.waitMessage(chatId, duringB.seq);
     assert.deepEqual(seqs([duringA, duringB]), [3, 4]);
+    // a new tab can still connect (its chats come from PostgreSQL) and catch up by seq
+    const late = await chat(A.url, { token: cust.token, context: { lastSeq: { [chatId]: 2 } } });
+    assert.deepEqual(late.session.chats.map((c) => c.id), [chatId]);
+    await late.waitMessage(chatId, 4);
+    assert.deepEqual(seqs(late.messages(chatId)), [3, 4]);
     const rows = await sql("SELECT client_id, seq::int AS seq FROM messages WHERE chat_id = $1 AND client_id LIKE 'during-%' ORDER BY seq", [chatId]);
     assert.deepEqual(rows, [
       { client_id: "during-a", seq: 3 },
