@@ -34,7 +34,9 @@ for (const [label, transports] of [
 ]) {
   test(`reconnects by itself after a server restart on the same port: ${label}`, { timeout: 20000 }, async () => {
     const srv = await start("conformance");
-    const s = client(srv.url, "/", { transports, ...RECONNECT });
+    const s = client(srv.url, "/", { transports, ...RECONNECT, auth: { token: "keep-me" } });
+    const auths = [];
+    s.on("auth", (a) => auths.push(a));
     await connected(s);
     if (transports.length === 2 && s.io.engine.transport.name !== "websocket") await once(s.io.engine, "upgrade", 5000);
     const firstId = s.id;
@@ -54,6 +56,8 @@ for (const [label, transports] of [
     assert.equal(s.connected, true);
     assert.notEqual(s.id, firstId, "a new session after the restart");
     await roundTrip(s, "after");
+    // the CONNECT payload is sent again on reconnection (auth echoed before and after)
+    assert.deepEqual(auths, [{ token: "keep-me" }, { token: "keep-me" }]);
     await srv2.stop();
     servers.delete(srv2);
   });
