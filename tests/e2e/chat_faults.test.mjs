@@ -271,3 +271,34 @@ test("PostgreSQL stopped with sends in flight: every ok is stored and broadcast,
   }
   console.log(`in flight: ${results.length} sends, ${okMsgs.length} ok, ${failed.length} unavailable then retried`);
 });
+
+test("a chat opened while Redis is down reaches the customer's tab on the other node once Redis is back (identity-wide join converges)", opts, async () => {
+  const { tab1, ag, chatId } = await setup();
+  const org = newOrg();
+  const cust = person(org, "customer");
+  const tA = await chat(A.url, { token: cust.token });
+  const tB = await chat(B.url, { token: cust.token });
+  let opened;
+  try {
+    await services("stop-redis");
+    await waitUntil(readyIs(503), 15000, "/readyz 503 while Redis is down");
+    opened = await tA.sendOk(null, "opened during the outage", uid());
+  } finally {
+    await services("start-redis");
+  }
+  await waitUntil(readyIs(200), 30000, "/readyz 200 after Redis restarted");
+  let n = 0;
+  await waitUntil(
+    async () => {
+      const m = await tab1.sendOk(chatId, `probe ${n}`, `probe-${n++}`);
+      return ag.waitMessage(chatId, m.seq, 1000).then(
+        () => true,
+        () => false,
+      );
+    },
+    20000,
+    "fan-out from node A to node B again",
+  );
+  const next = await tA.sendOk(opened.chatId, "after the outage", uid());
+  await tB.waitMessage(opened.chatId, next.seq, 5000);
+});
