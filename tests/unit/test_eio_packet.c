@@ -317,6 +317,83 @@ static void test_decode_payload_every_prefix(void **state)
     }
 }
 
+/* Seeded random mutations of the payload vectors (machines without libFuzzer,
+ * STYLE §28): a clean status always, and decoded records re-encode to a
+ * payload that decodes to the same records. Seed from TEST_SEED. */
+static uint32_t rnd_state;
+static uint32_t rnd(void)
+{
+    rnd_state ^= rnd_state << 13;
+    rnd_state ^= rnd_state >> 17;
+    rnd_state ^= rnd_state << 5;
+    return rnd_state;
+}
+
+static void test_decode_payload_random_mutations(void **state)
+{
+    (void)state;
+    const char *seed_env = getenv("TEST_SEED");
+    rnd_state = seed_env ? (uint32_t)strtoul(seed_env, NULL, 10) | 1u : 0x9E3779B9u;
+    static const char tokens[] = "0123456b=+/-_\x1e\x00\xff" "AQIDBZg";
+    char in[256];
+    for (int iter = 0; iter < 50000; iter++) {
+        const struct payload_vec *v = &payload_vecs[rnd() % (sizeof payload_vecs / sizeof payload_vecs[0])];
+        size_t len = v->len ? v->len : strlen(v->in);
+        memcpy(in, v->in, len);
+        for (int m = 0, n = 1 + (int)(rnd() % 3); m < n; m++) {
+            size_t pos = len ? rnd() % (len + 1) : 0;
+            switch (rnd() % 3) {
+            case 0:
+                if (pos < len) {
+                    memmove(in + pos, in + pos + 1, len - pos - 1);
+                    len--;
+                }
+                break;
+            case 1:
+                if (len + 1 < 40) { /* collected records hold < 64 bytes */
+                    memmove(in + pos + 1, in + pos, len - pos);
+                    in[pos] = tokens[rnd() % (sizeof tokens - 1)];
+                    len++;
+                }
+                break;
+            case 2:
+                if (pos < len)
+                    in[pos] = (char)(rnd() & 0xff);
+                break;
+            }
+        }
+        struct collected a;
+        memset(&a, 0, sizeof a);
+        int rc = decode_payload_exact(in, len, &a);
+        assert_true(rc == EIO_OK || rc == EIO_ERR_EMPTY || rc == EIO_ERR_TYPE || rc == EIO_ERR_BASE64);
+        if (rc != EIO_OK)
+            continue;
+        buf_t enc;
+        buf_init(&enc);
+        for (int k = 0; k < a.n; k++) {
+            if (a.rec[k].binary) {
+                eio_payload_append(&enc, a.rec[k].data, a.rec[k].len, true);
+            } else {
+                char one[80];
+                one[0] = (char)('0' + a.rec[k].type);
+                memcpy(one + 1, a.rec[k].data, a.rec[k].len);
+                eio_payload_append(&enc, one, a.rec[k].len + 1, false);
+            }
+        }
+        struct collected b;
+        memset(&b, 0, sizeof b);
+        assert_int_equal(decode_payload_exact(enc.data, enc.len, &b), EIO_OK);
+        assert_int_equal(b.n, a.n);
+        for (int k = 0; k < a.n; k++) {
+            assert_int_equal(b.rec[k].type, a.rec[k].type);
+            assert_int_equal(b.rec[k].binary, a.rec[k].binary);
+            assert_int_equal(b.rec[k].len, a.rec[k].len);
+            assert_memory_equal(b.rec[k].data, a.rec[k].data, a.rec[k].len);
+        }
+        buf_free(&enc);
+    }
+}
+
 /* ---- eio_payload_append ------------------------------------------------- */
 
 static void test_payload_append(void **state)
@@ -522,6 +599,7 @@ int main(void)
         cmocka_unit_test(test_decode_payload_abort),
         cmocka_unit_test(test_decode_payload_scratch_reset),
         cmocka_unit_test(test_decode_payload_every_prefix),
+        cmocka_unit_test(test_decode_payload_random_mutations),
         cmocka_unit_test(test_payload_append),
         cmocka_unit_test(test_payload_round_trip),
         cmocka_unit_test(test_open_packet_exact),

@@ -307,6 +307,91 @@ static void test_decode_every_prefix(void **state)
     }
 }
 
+/* Seeded random mutations of the vectors (for machines without clang and
+ * libFuzzer, STYLE §28): the same invariants as tests/fuzz/fuzz_sio_decode.c,
+ * including the encode/decode round trip. Seed from TEST_SEED, else fixed. */
+static uint32_t rnd_state;
+static uint32_t rnd(void)
+{
+    rnd_state ^= rnd_state << 13;
+    rnd_state ^= rnd_state >> 17;
+    rnd_state ^= rnd_state << 5;
+    return rnd_state;
+}
+
+static void test_decode_random_mutations(void **state)
+{
+    (void)state;
+    const char *seed_env = getenv("TEST_SEED");
+    rnd_state = seed_env ? (uint32_t)strtoul(seed_env, NULL, 10) | 1u : 0x2545F491u;
+    static const char tokens[] = "0123456789[]{}\",:-/\\ \x1e\x00\xff" "abcenrtu.";
+    char in[512];
+    for (int iter = 0; iter < 50000; iter++) {
+        const char *base = vecs[rnd() % (sizeof vecs / sizeof vecs[0])].in;
+        size_t len = strlen(base);
+        memcpy(in, base, len);
+        for (int m = 0, n = 1 + (int)(rnd() % 4); m < n; m++) {
+            size_t pos = len ? rnd() % (len + 1) : 0;
+            switch (rnd() % 4) {
+            case 0: /* delete */
+                if (pos < len) {
+                    memmove(in + pos, in + pos + 1, len - pos - 1);
+                    len--;
+                }
+                break;
+            case 1: /* insert */
+                if (len + 1 < sizeof in) {
+                    memmove(in + pos + 1, in + pos, len - pos);
+                    in[pos] = tokens[rnd() % (sizeof tokens - 1)];
+                    len++;
+                }
+                break;
+            case 2: /* replace with any byte */
+                if (pos < len)
+                    in[pos] = (char)(rnd() & 0xff);
+                break;
+            case 3: /* truncate */
+                len = pos;
+                break;
+            }
+        }
+        sio_packet p;
+        char *copy;
+        int rc = decode_exact(in, len, &p, &copy);
+        assert_true(rc <= 0 && rc >= SIO_ERR_PAYLOAD);
+        if (rc != SIO_OK) {
+            assert_null(p.json);
+            free(copy);
+            continue;
+        }
+        if (p.type == SIO_EVENT || p.type == SIO_BINARY_EVENT) {
+            size_t after;
+            assert_int_equal(sio_skip_first_element(p.data, p.data_len, &after), 0);
+        }
+        if (!memchr(p.nsp, '\0', p.nsp_len)) {
+            char nsp[512];
+            memcpy(nsp, p.nsp, p.nsp_len);
+            nsp[p.nsp_len] = '\0';
+            buf_t b;
+            buf_init(&b);
+            sio_encode_header(&b, p.type, nsp, p.attachments, p.ack_id);
+            buf_append(&b, p.data, p.data_len);
+            sio_packet q;
+            if (sio_decode(b.data, b.len, &q) != SIO_OK)
+                fail_msg("round trip of '%.*s' failed", (int)len, in);
+            assert_int_equal(q.type, p.type);
+            assert_int_equal(q.attachments, p.attachments);
+            assert_int_equal(q.ack_id, p.ack_id);
+            assert_int_equal(q.nsp_len, p.nsp_len);
+            assert_int_equal(q.data_len, p.data_len);
+            sio_packet_clear(&q);
+            buf_free(&b);
+        }
+        sio_packet_clear(&p);
+        free(copy);
+    }
+}
+
 /* ---- encoder ------------------------------------------------------------ */
 
 static void test_encode_header(void **state)
@@ -566,6 +651,7 @@ int main(void)
         cmocka_unit_test(test_decode_json_tree),
         cmocka_unit_test(test_decode_lone_surrogate_tree),
         cmocka_unit_test(test_decode_every_prefix),
+        cmocka_unit_test(test_decode_random_mutations),
         cmocka_unit_test(test_encode_header),
         cmocka_unit_test(test_encode_decode_round_trip),
         cmocka_unit_test(test_skip_first_element),
