@@ -10,8 +10,9 @@
 // set by tests/run.sh); every test restarts what it stopped even when it fails.
 import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
+import { createRequire } from "node:module";
 import { closeAll } from "./lib.mjs";
-import { SKIP_REASON, SERVICES_DIR, startChatd, newOrg, person, chat, uid, rest, sql, closeDb, services, httpStatus, waitUntil } from "./chatlib.mjs";
+import { SKIP_REASON, SERVICES_DIR, DB_URL, startChatd, newOrg, person, chat, uid, rest, sql, closeDb, services, httpStatus, waitUntil } from "./chatlib.mjs";
 
 const SKIP = SKIP_REASON || (!SERVICES_DIR && "TEST_SERVICES_DIR unset: the fault tests stop and start the services of tests/services.sh");
 const seqs = (msgs) => msgs.map((m) => m.seq);
@@ -301,4 +302,39 @@ test("a chat opened while Redis is down reaches the customer's tab on the other 
   );
   const next = await tA.sendOk(opened.chatId, "after the outage", uid());
   await tB.waitMessage(opened.chatId, next.seq, 5000);
+});
+
+test("a chat row locked by another transaction: its send answers unavailable within the statement timeout and broadcasts nothing; other chats still succeed; after the lock the retry succeeds", opts, async () => {
+  const org = newOrg();
+  const cust = person(org, "customer");
+  const x = await chat(A.url, { token: cust.token });
+  const x2 = await chat(B.url, { token: cust.token });
+  const xId = (await x.sendOk(null, "x", uid())).chatId;
+  const others = await Promise.all(Array.from({ length: 6 }, () => chat(A.url, { token: person(org, "customer").token })));
+  const otherIds = [];
+  for (const o of others) otherIds.push((await o.sendOk(null, "o", uid())).chatId);
+  const { Client } = createRequire(import.meta.url)("pg");
+  const locker = new Client({ connectionString: DB_URL });
+  await locker.connect();
+  let stuck;
+  try {
+    await locker.query("BEGIN");
+    await locker.query("SELECT id FROM chats WHERE id = $1 FOR UPDATE", [xId]);
+    const t0 = Date.now();
+    const pStuck = x.send(xId, "stuck", "stuck-1", {}).then((r) => ({ r, ms: Date.now() - t0 }));
+    const res = await Promise.all(others.map((o, i) => o.send(otherIds[i], "meanwhile", uid())));
+    res.forEach((r, i) => assert.equal(r.ok, true, `other chat ${i}: ${JSON.stringify(r)}`));
+    stuck = await pStuck;
+  } finally {
+    await locker.query("ROLLBACK").catch(() => {});
+    await locker.end().catch(() => {});
+  }
+  assert.equal(stuck.r.ok, false, JSON.stringify(stuck.r));
+  assert.equal(stuck.r.error.code, "unavailable", JSON.stringify(stuck.r));
+  assert.ok(stuck.ms < 9000, `answered after ${stuck.ms} ms`);
+  const retry = await x.send(xId, "stuck", "stuck-1");
+  assert.equal(retry.ok, true, JSON.stringify(retry));
+  assert.equal(retry.message.seq, 2);
+  await x2.waitMessage(xId, 2);
+  assert.deepEqual(seqs(x2.messages(xId)), [1, 2], "one broadcast, from the retry");
 });
