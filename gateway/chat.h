@@ -32,6 +32,7 @@ typedef struct chat_app {
     strmap sockets; /* sio socket id -> chat_sock (this node's) */
     bool hooks_started;
     void *presence, *timers, *queue; /* module state, owned by chat_presence.c etc. */
+    struct chat_order *order;        /* gateway/chat_order.c */
     struct {
         uint64_t connects, messages, broadcasts, fanout_in, fanout_out;
     } stats;
@@ -58,6 +59,9 @@ typedef struct chat_sock {
     bool catching_up;
     struct held_msg *held;
     size_t nheld, capheld;
+    /* after catch-up: chatId -> seq the socket has; later deliveries at or
+     * below it are skipped (this node may still be behind another node) */
+    cJSON *floors;
     /* event rate limit: token bucket */
     double tokens;
     uint64_t refill_ms;
@@ -92,6 +96,18 @@ void chat_emit_room(chat_app *app, const char *room, const char *event, const ch
 /* Emits a persisted chat-message (seq-tagged, so held catch-up deliveries de-duplicate). */
 void chat_emit_message(chat_app *app, const char *org, const char *chat_id, int64_t seq,
                        const char *message_json);
+/* Delivery order of persisted messages per chat on this node (chat_order.c). */
+void chat_order_start(chat_app *app);
+void chat_order_stop(chat_app *app);
+/* A socket of this node joined a chat whose last seq was last_seq then. */
+void chat_order_seen(chat_app *app, const char *chat_id, int64_t last_seq);
+/* Delivers message `seq` of a chat in order (may hold it behind a gap). */
+void chat_order_deliver(chat_app *app, const char *room, const char *chat_id, int64_t seq,
+                        gw_frame *f);
+/* Queues a chat-message frame for every member of room (catch-up holds apply). */
+void chat_deliver_frame(chat_app *app, const char *room, const char *chat_id, int64_t seq,
+                        gw_frame *f);
+
 /* Every socket of identity room `identity` (all nodes) joins / leaves `room`. */
 void chat_identity_join(chat_app *app, const char *identity, const char *room);
 void chat_identity_leave(chat_app *app, const char *identity, const char *room);

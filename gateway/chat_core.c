@@ -154,9 +154,30 @@ static void deliver_one(void *vctx, sio_socket *s)
         hold(cs, d->chat_id, d->seq, d->frame);
         return;
     }
+    if (d->chat_id && cs && cs->floors) {
+        cJSON *fl = cJSON_GetObjectItemCaseSensitive(cs->floors, d->chat_id);
+        if (fl && (double)d->seq <= fl->valuedouble)
+            return; /* the socket has it from before its reconnect */
+        if (fl)
+            cJSON_DeleteItemFromObjectCaseSensitive(cs->floors, d->chat_id);
+        if (!cs->floors->child) {
+            cJSON_Delete(cs->floors);
+            cs->floors = NULL;
+        }
+    }
     sio_send_frames(s, &d->frame, 1, d->flags);
 }
 
+void chat_deliver_frame(chat_app *app, const char *room, const char *chat_id, int64_t seq,
+                        gw_frame *f)
+{
+    struct deliver_ctx d = {f, NULL, 0, chat_id, seq};
+    sio_room_foreach(app->nsp, room, deliver_one, &d);
+    app->stats.broadcasts++;
+}
+
+/* Room delivery on this node. A persisted message (chat_id set) goes through
+ * the per-chat order keeper first. */
 static void deliver_local(chat_app *app, const char *room, const char *args, size_t len,
                           const sio_socket *except, unsigned flags, const char *chat_id,
                           int64_t seq)
@@ -164,10 +185,14 @@ static void deliver_local(chat_app *app, const char *room, const char *args, siz
     gw_frame *f;
     if (sio_event_frames(app->nsp, args, len, NULL, 0, &f, 1) != 1)
         return;
-    struct deliver_ctx d = {f, except, flags, chat_id, seq};
-    sio_room_foreach(app->nsp, room, deliver_one, &d);
+    if (chat_id && app->order) {
+        chat_order_deliver(app, room, chat_id, seq, f);
+    } else {
+        struct deliver_ctx d = {f, except, flags, chat_id, seq};
+        sio_room_foreach(app->nsp, room, deliver_one, &d);
+        app->stats.broadcasts++;
+    }
     frame_unref(f);
-    app->stats.broadcasts++;
 }
 
 static void event_args(buf_t *b, const char *event, const char *payload)
@@ -331,6 +356,7 @@ static void chat_sock_free(chat_sock *cs)
     auth_principal_free(&cs->p);
     free(cs->identity_room);
     free(cs->config_id);
+    cJSON_Delete(cs->floors);
     for (size_t i = 0; i < cs->nheld; i++) {
         free(cs->held[i].chat_id);
         frame_unref(cs->held[i].frame);
@@ -392,6 +418,8 @@ static void on_catchup(void *ctx, const PGresult *res, const char *err)
         log_warn("chat: catch-up query failed: %s", err);
     }
     release_held(cs, op->json);
+    cs->floors = op->json; /* what the socket has now, per chat */
+    op->json = NULL;
 out:
     chat_op_free(op);
 }
@@ -480,6 +508,7 @@ static void on_session_chats(void *ctx, const PGresult *res, const char *err)
     for (int r = 0; r < PQntuples(res); r++) {
         const char *id = PQgetvalue(res, r, 0);
         char *room = chat_room(cs->p.org, id);
+        chat_order_seen(app, id, atoll(PQgetvalue(res, r, 2)));
         sio_join(s, room);
         free(room);
         if (r)
@@ -641,6 +670,7 @@ chat_app *chat_app_new(uv_loop_t *loop, const chatd_config *cfg, sio_server *sio
     snprintf(app->node_id, sizeof app->node_id, "%s/%08x", cfg->node_id,
              (unsigned)(uv_hrtime() ^ (uint64_t)rand()));
     strmap_init(&app->sockets);
+    chat_order_start(app);
     sio_nsp_ops ops = {chat_connect, chat_event, chat_disconnect};
     app->nsp = sio_add_namespace(sio, "/chat", &ops, app);
     if (redis)
@@ -659,7 +689,10 @@ void chat_app_set_redis(chat_app *app, redis_client *redis)
 
 void chat_app_stop(chat_app *app)
 {
-    if (app && app->hooks_started) {
+    if (!app)
+        return;
+    chat_order_stop(app);
+    if (app->hooks_started) {
         chat_hooks_stop(app);
         app->hooks_started = false;
     }

@@ -109,10 +109,12 @@ static void on_observe(void *ctx, const PGresult *res, const char *err)
         if (!observe && assigned_to_me) {
             chat_ack_err(op->s, op->ack_id, "conflict", "you are assigned to this chat");
         } else {
-            if (observe)
+            if (observe) {
+                chat_order_seen(cs->app, op->chat_id, atoll(PQgetvalue(res, 0, 3)));
                 chat_identity_join(cs->app, cs->identity_room, room);
-            else
+            } else {
                 chat_identity_leave(cs->app, cs->identity_room, room);
+            }
             char *fields = xmalloc(strlen(PQgetvalue(res, 0, 0)) + 16);
             sprintf(fields, "\"chat\":%s", PQgetvalue(res, 0, 0));
             chat_ack_ok(op->s, op->ack_id, observe ? fields : NULL);
@@ -134,7 +136,7 @@ static void observe(chat_sock *cs, const sio_event *ev, bool on)
     op->num = on;
     const char *params[2] = {chat_id, cs->p.org};
     pg_query(cs->app->pg,
-             "SELECT chat_object(c)::text, c.agent_id, c.status FROM chats c"
+             "SELECT chat_object(c)::text, c.agent_id, c.status, c.last_seq FROM chats c"
              " WHERE c.id = $1 AND c.org_id = $2",
              2, params, on_observe, op);
 }
