@@ -578,7 +578,9 @@ void chat_on_transfer(chat_sock *cs, const sio_event *ev)
         return;
     }
     agent_op *a = agent_op_new(cs, ev, chat_id);
-    a->note = cJSON_IsString(note) ? xstrndup(note->valuestring, 1000) : NULL;
+    a->note = cJSON_IsString(note)
+                  ? xstrndup(note->valuestring, strnlen(note->valuestring, 1000))
+                  : NULL;
     if (has_skills) {
         a->skills = xstrdup(sk.data ? sk.data : "");
         buf_free(&sk);
