@@ -111,6 +111,10 @@ void chat_deliver_frame(chat_app *app, const char *room, const char *chat_id, in
 /* Every socket of identity room `identity` (all nodes) joins / leaves `room`. */
 void chat_identity_join(chat_app *app, const char *identity, const char *room);
 void chat_identity_leave(chat_app *app, const char *identity, const char *room);
+/* The same join, for a chat whose last seq is last_seq now: nodes without a
+ * reader of the chat yet start its delivery order there. */
+void chat_identity_join_at(chat_app *app, const char *identity, const char *room,
+                           const char *chat_id, int64_t last_seq);
 
 /* Emits `chat-state` {chatId, status, agent?} to the chat room. agent_json may be NULL. */
 void chat_emit_state(chat_app *app, const char *org, const char *chat_id, const char *status,

@@ -251,9 +251,13 @@ static void join_one(void *vctx, sio_socket *s)
         sio_leave(s, j->room);
 }
 
+/* chat_id/last_seq (optional): the chat's last seq when the join was decided,
+ * so a node that had no reader of that chat yet starts its order there. */
 static void identity_op(chat_app *app, const char *identity, const char *room, bool join,
-                        bool pub)
+                        bool pub, const char *chat_id, int64_t last_seq)
 {
+    if (join && chat_id && last_seq >= 0)
+        chat_order_seen(app, chat_id, last_seq);
     struct join_ctx j = {room, join};
     sio_room_foreach(app->nsp, identity, join_one, &j);
     if (!pub)
@@ -261,18 +265,26 @@ static void identity_op(chat_app *app, const char *identity, const char *room, b
     buf_t msg;
     buf_init(&msg);
     buf_printf(&msg, "%c\n%s\n%s\n%s", join ? 'J' : 'L', app->node_id, identity, room);
+    if (join && chat_id && last_seq >= 0)
+        buf_printf(&msg, "\n%s\n%lld", chat_id, (long long)last_seq);
     publish(app, &msg);
     buf_free(&msg);
 }
 
 void chat_identity_join(chat_app *app, const char *identity, const char *room)
 {
-    identity_op(app, identity, room, true, true);
+    identity_op(app, identity, room, true, true, NULL, -1);
+}
+
+void chat_identity_join_at(chat_app *app, const char *identity, const char *room,
+                           const char *chat_id, int64_t last_seq)
+{
+    identity_op(app, identity, room, true, true, chat_id, last_seq);
 }
 
 void chat_identity_leave(chat_app *app, const char *identity, const char *room)
 {
-    identity_op(app, identity, room, false, true);
+    identity_op(app, identity, room, false, true, NULL, -1);
 }
 
 void chat_emit_state(chat_app *app, const char *org, const char *chat_id, const char *status,
@@ -340,8 +352,14 @@ void chat_on_fanout(void *ctx, const char *pattern, const char *channel, size_t 
             deliver_local(app, room, p, (size_t)(end - p), NULL, (unsigned)atoi(flags), NULL, 0);
     } else if (kind == 'J' || kind == 'L') {
         char *identity = field(&p, end);
-        if (identity)
-            identity_op(app, identity, p, kind == 'J', false);
+        char *room = identity ? field(&p, end) : NULL;
+        if (room) { /* J ... room chatId lastSeq */
+            char *chat_id = field(&p, end);
+            if (chat_id)
+                identity_op(app, identity, room, kind == 'J', false, chat_id, atoll(p));
+        } else if (identity) {
+            identity_op(app, identity, p, kind == 'J', false, NULL, -1);
+        }
     }
 out:
     free(copy);

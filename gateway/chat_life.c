@@ -110,8 +110,8 @@ static void on_observe(void *ctx, const PGresult *res, const char *err)
             chat_ack_err(op->s, op->ack_id, "conflict", "you are assigned to this chat");
         } else {
             if (observe) {
-                chat_order_seen(cs->app, op->chat_id, atoll(PQgetvalue(res, 0, 3)));
-                chat_identity_join(cs->app, cs->identity_room, room);
+                chat_identity_join_at(cs->app, cs->identity_room, room, op->chat_id,
+                                      atoll(PQgetvalue(res, 0, 3)));
             } else {
                 chat_identity_leave(cs->app, cs->identity_room, room);
             }

@@ -126,8 +126,8 @@ static void on_open_chat(void *ctx, const PGresult *res, const char *err)
     int gcol = PQfnumber(res, "greeting");
     const char *greeting = PQgetisnull(res, 0, gcol) ? NULL : PQgetvalue(res, 0, gcol);
     char *room = chat_room(cs->p.org, chat_id);
-    chat_order_seen(app, chat_id, atoll(PQgetvalue(res, 0, PQfnumber(res, "last_seq"))));
-    chat_identity_join(app, cs->identity_room, room);
+    chat_identity_join_at(app, cs->identity_room, room, chat_id,
+                          atoll(PQgetvalue(res, 0, PQfnumber(res, "last_seq"))));
     free(room);
     if (created) {
         /* a config without an assistant greets with a system message first (SPEC 12.12);

@@ -222,7 +222,9 @@ static void on_tick(uv_timer_t *t)
         struct ochat *c = e->value;
         if (c->n && !c->fetching && now - c->wait_since >= ORDER_GAP_MS)
             fetch_gap(o, c);
-        else if (gc && !c->n && !c->fetching && now - c->touched > ORDER_IDLE_MS) {
+        else if (gc && !c->n && !c->fetching && now - c->touched > ORDER_IDLE_MS &&
+                 (!c->room || sio_room_size(o->app->nsp, c->room) == 0)) {
+            /* forgotten only when no local socket reads the chat any more */
             idle = xrealloc(idle, (nidle + 1) * sizeof *idle);
             idle[nidle++] = c->chat_id;
         }
