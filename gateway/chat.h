@@ -31,6 +31,7 @@ typedef struct chat_app {
     char node_id[128];
     strmap sockets; /* sio socket id -> chat_sock (this node's) */
     bool hooks_started;
+    bool redis_was_down;
     void *presence, *timers, *queue; /* module state, owned by chat_presence.c etc. */
     struct chat_order *order;        /* gateway/chat_order.c */
     struct {
@@ -79,6 +80,9 @@ void chat_app_set_redis(chat_app *app, redis_client *redis);
 void chat_on_fanout(void *ctx, const char *pattern, const char *channel, size_t channel_len,
                     const char *data, size_t len);
 bool chat_app_ready(const chat_app *app);
+/* Redis command connection state changes (wired as redis on_state): after an
+ * outage every local socket re-joins the chats it belongs to. */
+void chat_on_redis_state(void *ctx, enum redis_state st, const char *err);
 
 /* ---- helpers shared by the handler files ---------------------------------------- */
 

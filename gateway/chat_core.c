@@ -553,6 +553,54 @@ static const char SESSION_AGENT_SQL[] =
     "SELECT id, status, last_seq FROM chats WHERE org_id = $1 AND agent_id = $2"
     " AND status = 'assigned' ORDER BY assigned_at";
 
+/* ---- resync after a fan-out outage -------------------------------------------------- */
+
+/* Joins rooms the socket should be in but is not (identity-wide joins that were
+ * published while Redis was down never reached this node). */
+static void on_resync(void *ctx, const PGresult *res, const char *err)
+{
+    chat_op *op = ctx;
+    chat_sock *cs = chat_op_sock(op);
+    if (cs && !err) {
+        for (int r = 0; r < PQntuples(res); r++) {
+            const char *id = PQgetvalue(res, r, 0);
+            char *room = chat_room(cs->p.org, id);
+            if (!sio_in_room(cs->s, room)) {
+                chat_order_seen(cs->app, id, atoll(PQgetvalue(res, r, 2)));
+                sio_join(cs->s, room);
+            }
+            free(room);
+        }
+    }
+    chat_op_free(op);
+}
+
+static void resync_all(chat_app *app)
+{
+    size_t it;
+    for (strmap_entry *e = strmap_first(&app->sockets, &it); e; e = strmap_next(&app->sockets, e, &it)) {
+        chat_sock *cs = e->value;
+        chat_op *op = chat_op_new(cs->s, -1, NULL);
+        bool agent = cs->p.role == AUTH_ROLE_AGENT;
+        const char *params[2] = {cs->p.org, agent ? cs->p.sub : cs->p.key};
+        pg_query(app->pg, agent ? SESSION_AGENT_SQL : SESSION_CUSTOMER_SQL, 2, params, on_resync,
+                 op);
+    }
+}
+
+void chat_on_redis_state(void *ctx, enum redis_state st, const char *err)
+{
+    chat_app *app = ctx;
+    if (st == RDS_READY && app->redis_was_down) {
+        log_info("chat: fan-out back: re-joining this node's sockets to their chats");
+        resync_all(app);
+    }
+    if (st == RDS_BACKOFF)
+        app->redis_was_down = true;
+    else if (st == RDS_READY)
+        app->redis_was_down = false;
+}
+
 static void chat_connect(void *ctx, sio_socket *s, const cJSON *auth, const char *raw, size_t len)
 {
     chat_app *app = ctx;

@@ -121,6 +121,8 @@ static int setup_serve(struct server *srv, chatd_config *cfg)
     redis_options_init(&ro, cfg);
     ro.on_message = chat_on_fanout;
     ro.message_ctx = srv->chat;
+    ro.on_state = chat_on_redis_state;
+    ro.state_ctx = srv->chat;
     srv->redis = redis_new(srv->loop, &ro);
     if (!srv->redis) {
         log_error("serve: bad Redis configuration (%s)", cfg->redis_url);

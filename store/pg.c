@@ -367,8 +367,12 @@ static void on_notice(void *arg, const char *message)
 static void conn_connect(pg_conn *c)
 {
     pg_client *pg = c->pg;
-    char stmt_opt[64];
-    snprintf(stmt_opt, sizeof stmt_opt, "-c statement_timeout=%d", pg->opt.statement_timeout_ms);
+    char stmt_opt[96];
+    /* A row lock held elsewhere (an admin transaction) must not stall the whole
+     * pipeline of this connection: waits longer than lock_timeout_ms fail that
+     * query alone (55P03, retried solo when it shared a batch). */
+    snprintf(stmt_opt, sizeof stmt_opt, "-c statement_timeout=%d -c lock_timeout=%d",
+             pg->opt.statement_timeout_ms, pg->opt.lock_timeout_ms);
     const char *keys[] = {"dbname", "options", "application_name", "keepalives",
                           "keepalives_idle", "keepalives_interval", "keepalives_count", NULL};
     const char *vals[] = {pg->conninfo, stmt_opt, "chatd", "1", "10", "5", "3", NULL};
@@ -408,9 +412,10 @@ static bool retry_worthwhile(const PGresult *res)
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     if (!state)
         return false;
+    /* 55P03 (lock timeout) is worth it: only the member whose row is locked
+     * waits again, the others go through. */
     return !(strcmp(state, "57014") == 0 || strncmp(state, "08", 2) == 0 ||
-             strncmp(state, "57", 2) == 0 || strncmp(state, "53", 2) == 0 ||
-             strcmp(state, "55P03") == 0);
+             strncmp(state, "57", 2) == 0 || strncmp(state, "53", 2) == 0);
 }
 
 /* The error result that failed a group (not a PIPELINE_ABORTED follower), or NULL. */
@@ -811,6 +816,7 @@ void pg_options_default(pg_options *o)
 {
     o->pool_size = 4;
     o->statement_timeout_ms = 5000;
+    o->lock_timeout_ms = 500;
     o->connect_timeout_ms = 5000;
     o->queue_timeout_ms = 2000;
     o->backoff_min_ms = 100;

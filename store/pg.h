@@ -34,6 +34,7 @@ typedef struct pg_client pg_client;
 typedef struct pg_options {
     int pool_size;            /* connections (4) */
     int statement_timeout_ms; /* SET statement_timeout on each connection (5000; 0 = none) */
+    int lock_timeout_ms;      /* SET lock_timeout on each connection (500; 0 = none) */
     int connect_timeout_ms;   /* one connection attempt (5000) */
     int queue_timeout_ms;     /* max wait for a connection that is being established (2000) */
     int backoff_min_ms;       /* first reconnect delay (100) */
