@@ -311,7 +311,8 @@ test("a config's greeting (no assistant) is the chat's first message, once; an u
   const greet = await t1.waitMessage(chatId, 1);
   assert.equal(greet.sender.type, "system");
   assert.equal(greet.text, "Welcome! An agent will be with you shortly.");
-  assert.ok(t1.log.findIndex((e) => e.data?.seq === 1 && e.event === "chat-message") < t1.log.findIndex((e) => e.data?.seq === 2 && e.event === "chat-message"));
+  await t1.waitMessage(chatId, 2);
+  assert.deepEqual(seqs(t1.messages(chatId)), [1, 2], "the greeting arrives first");
   const st = await t1.waitEvent("chat-state", (d) => d.chatId === chatId);
   assert.equal(st.status, "queued");
   const chatObj = (await rest(A.url, "GET", `/chat/chats/${chatId}`, { token: cust.token })).body.chat;
