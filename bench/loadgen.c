@@ -282,6 +282,9 @@ struct conn {
     struct ep a, b;
     char sid[64];
     struct buf pend; /* polling: client packets waiting for the next POST */
+    struct buf inflight_post; /* polling: body of the POST in flight, resent once if a reused
+                                 keep-alive connection is closed before any response byte */
+    int post_retried;
     uint32_t next_ack;
     int64_t ack_ts[ACK_RING];
     uint32_t ack_id[ACK_RING];
@@ -305,7 +308,7 @@ enum phase { P_CONNECT, P_HOLD, P_WARM, P_MEASURE, P_DRAIN, P_DONE };
 
 static struct {
     int phase;
-    int started, inflight, ready, dead;
+    int started, inflight, ready, dead, ever_ready;
     int64_t t_begin, t_first_ready, t_last_ready, t_connected, t_phase;
     int64_t m_start, m_end; /* measure window (scheduled send times) */
     int64_t send_t0;
@@ -314,6 +317,7 @@ static struct {
     uint64_t sent, sent_win, skipped;
     uint64_t expected_win, delivered_win, arrivals_win, arrivals_total;
     uint64_t acks_win, ack_errors, acks_total;
+    uint64_t post_reconnects;
     uint64_t errs_connect, errs_http, errs_closed, errs_refused, errs_proto;
     double cpu0, cpu1, gen_cpu0, gen_cpu1, mach0, mach1;
     long rss_before, rss_after;
@@ -398,13 +402,15 @@ static double tree_cpu_s(pid_t root)
 
 /* Server-side CPU seconds: --pid processes, --pid-tree trees, plus the output of --cpu-cmd
  * (which blocks the generator while it runs: prefer --pid-tree). */
+static double cpu_part_now[24], cpu_part0[24], cpu_part1[24];
+
 static double server_cpu_s(void)
 {
     double s = 0;
     for (int i = 0; i < opt.npids; i++)
-        s += proc_cpu_s(opt.pids[i]);
+        s += cpu_part_now[i] = proc_cpu_s(opt.pids[i]);
     for (int i = 0; i < opt.ntrees; i++)
-        s += tree_cpu_s(opt.trees[i]);
+        s += cpu_part_now[opt.npids + i] = tree_cpu_s(opt.trees[i]);
     if (opt.cpu_cmd) {
         FILE *f = popen(opt.cpu_cmd, "r");
         if (f) {
@@ -481,6 +487,7 @@ static void ep_close(struct ep *e)
     buf_free(&e->in);
     buf_free(&e->out);
     e->connected = 0;
+    e->busy = 0;
 }
 
 static void conn_ready(struct conn *c);
@@ -503,6 +510,7 @@ static void conn_fail(struct conn *c, uint64_t *counter)
     ep_close(&c->a);
     ep_close(&c->b);
     buf_free(&c->pend);
+    buf_free(&c->inflight_post);
     buf_free(&c->frag);
 }
 
@@ -673,6 +681,7 @@ static void conn_ready(struct conn *c)
     c->state = C_READY;
     st.inflight--;
     st.ready++;
+    st.ever_ready++;
     rooms[c->room].ready++;
     h_add(&st.conn, t - c->t0);
     if (!st.t_first_ready)
@@ -968,22 +977,33 @@ static void poll_get(struct conn *c)
         conn_fail(c, &st.errs_closed);
 }
 
-static void poll_flush_post(struct conn *c)
+/* Writes the POST carrying c->inflight_post on c->b. */
+static void poll_send_post(struct conn *c)
 {
-    if (c->b.busy || !buf_avail(&c->pend) || !c->sid[0] || c->state == C_DEAD)
-        return;
     char hdr[512];
     int n = snprintf(hdr, sizeof(hdr),
                      "POST /socket.io/?EIO=4&transport=polling&sid=%s HTTP/1.1\r\nHost: %s:%d\r\n"
                      "Content-Type: text/plain;charset=UTF-8\r\nContent-Length: %zu\r\n\r\n",
-                     c->sid, opt.host, opt.port, buf_avail(&c->pend));
+                     c->sid, opt.host, opt.port, buf_avail(&c->inflight_post));
     c->b.busy = 1;
     if (ep_write(&c->b, hdr, (size_t)n) < 0 ||
-        ep_write(&c->b, buf_data(&c->pend), buf_avail(&c->pend)) < 0) {
+        ep_write(&c->b, buf_data(&c->inflight_post), buf_avail(&c->inflight_post)) < 0)
         conn_fail(c, &st.errs_closed);
+}
+
+static void poll_flush_post(struct conn *c)
+{
+    if (c->b.busy || !buf_avail(&c->pend) || !c->sid[0] || c->state == C_DEAD)
+        return;
+    if (c->b.fd < 0 && ep_open(&c->b, c, EP_POST) < 0) {
+        conn_fail(c, &st.errs_connect);
         return;
     }
+    buf_consume(&c->inflight_post, buf_avail(&c->inflight_post));
+    buf_put(&c->inflight_post, buf_data(&c->pend), buf_avail(&c->pend));
     buf_consume(&c->pend, buf_avail(&c->pend));
+    c->post_retried = 0;
+    poll_send_post(c);
 }
 
 static struct buf chunk_tmp;
@@ -1106,6 +1126,26 @@ static void on_event(struct ep *e, uint32_t ev)
                 if (errno == EAGAIN || errno == EWOULDBLOCK)
                     break;
                 conn_fail(c, &st.errs_closed);
+                return;
+            }
+            if (r == 0 && e->kind == EP_POST && !e->busy && !buf_avail(&e->out)) {
+                /* an idle keep-alive connection timed out (Node's keepAliveTimeout is 5 s):
+                 * like a browser, open a new one for the next POST */
+                ep_close(e);
+                st.post_reconnects++;
+                return;
+            }
+            if (r == 0 && e->kind == EP_POST && e->busy && !buf_avail(&e->in) && !c->post_retried) {
+                /* closed while our request was in flight, before any response byte: the server
+                 * timed the idle connection out as we reused it; retry once on a new one */
+                ep_close(e);
+                st.post_reconnects++;
+                c->post_retried = 1;
+                if (ep_open(e, c, EP_POST) < 0) {
+                    conn_fail(c, &st.errs_connect);
+                    return;
+                }
+                poll_send_post(c);
                 return;
             }
             if (r == 0) {
@@ -1235,6 +1275,13 @@ static void step_json(char *out, size_t cap, const char *kind)
              st.sent_win ? cpu * 1000.0 / (double)st.sent_win : 0, gcpu, win_s > 0 ? gcpu / win_s : 0,
              gcpu > 0 ? (double)st.arrivals_win / gcpu : 0, win_s > 0 ? (st.mach1 - st.mach0) / win_s : 0,
              win_s > 0 ? (st.mach1 - st.mach0 - cpu - gcpu) / win_s : 0);
+    /* CPU seconds of each --pid, then each --pid-tree, over the window */
+    size_t l = strlen(out);
+    l += (size_t)snprintf(out + l, cap - l, ",\"cpu_parts_s\":[");
+    for (int i = 0; i < opt.npids + opt.ntrees && l < cap; i++)
+        l += (size_t)snprintf(out + l, cap - l, "%s%.3f", i ? "," : "", cpu_part1[i] - cpu_part0[i]);
+    if (l < cap)
+        snprintf(out + l, cap - l, "]");
 }
 
 static void conn_json(char *out, size_t cap)
@@ -1248,10 +1295,10 @@ static void conn_json(char *out, size_t cap)
              ",\"err_refused\":%" PRIu64 ",\"err_closed\":%" PRIu64 ",\"err_proto\":%" PRIu64
              ",\"connect_s\":%.3f,\"connect_per_s\":%.1f,\"connect_p50_ms\":%.3f,\"connect_p99_ms\":%.3f,"
              "\"connect_max_ms\":%.3f,\"rss_before_kb\":%ld,\"rss_after_kb\":%ld,\"rss_per_conn_b\":%ld,"
-             "\"alive_at_end\":%d",
-             st.ready, st.dead, st.errs_connect, st.errs_http, st.errs_refused, st.errs_closed, st.errs_proto,
-             cs, cs > 0 ? st.ready / cs : 0, ms(h_quantile(&st.conn, 0.5)), ms(h_quantile(&st.conn, 0.99)),
-             ms((double)st.conn.max), st.rss_before, st.rss_after, per, st.ready);
+             "\"alive_at_end\":%d,\"post_reconnects\":%" PRIu64,
+             st.ever_ready, st.dead, st.errs_connect, st.errs_http, st.errs_refused, st.errs_closed, st.errs_proto,
+             cs, cs > 0 ? st.ever_ready / cs : 0, ms(h_quantile(&st.conn, 0.5)), ms(h_quantile(&st.conn, 0.99)),
+             ms((double)st.conn.max), st.rss_before, st.rss_after, per, st.ready, st.post_reconnects);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1505,12 +1552,14 @@ int main(int argc, char **argv)
                 if (st.phase == P_WARM && ts >= st.m_start) {
                     st.phase = P_MEASURE;
                     st.cpu0 = server_cpu_s();
+                    memcpy(cpu_part0, cpu_part_now, sizeof(cpu_part0));
                     st.gen_cpu0 = self_cpu_s();
                     st.mach0 = machine_busy_s();
                 }
                 if (ts >= st.m_end) {
                     st.phase = P_DRAIN;
                     st.cpu1 = server_cpu_s();
+                    memcpy(cpu_part1, cpu_part_now, sizeof(cpu_part1));
                     st.gen_cpu1 = self_cpu_s();
                     st.mach1 = machine_busy_s();
                     st.t_phase = now;
