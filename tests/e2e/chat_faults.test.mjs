@@ -322,8 +322,9 @@ test("a chat row locked by another transaction: its send answers unavailable wit
     await locker.query("SELECT id FROM chats WHERE id = $1 FOR UPDATE", [xId]);
     const t0 = Date.now();
     const pStuck = x.send(xId, "stuck", "stuck-1", {}).then((r) => ({ r, ms: Date.now() - t0 }));
-    const res = await Promise.all(others.map((o, i) => o.send(otherIds[i], "meanwhile", uid())));
-    res.forEach((r, i) => assert.equal(r.ok, true, `other chat ${i}: ${JSON.stringify(r)}`));
+    const res = await Promise.all(others.map((o, i) => o.send(otherIds[i], "meanwhile", uid()).then((r) => ({ r, ms: Date.now() - t0 }))));
+    const bad = res.flatMap(({ r, ms }, i) => (r.ok ? [] : [`other chat ${i}: ${JSON.stringify(r)} after ${ms} ms`]));
+    assert.deepEqual(bad, [], `sends to other chats while chat x is locked (all: ${res.map(({ r, ms }) => `${r.ok ? "ok" : r.error.code} ${ms} ms`).join(", ")})`);
     stuck = await pStuck;
   } finally {
     await locker.query("ROLLBACK").catch(() => {});
