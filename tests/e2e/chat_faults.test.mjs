@@ -3,8 +3,11 @@
 // stored and /readyz answers 503; with Redis stopped, /readyz answers 503 but
 // messages still persist and reach sockets on the sender's node. After a
 // restart on the same port chatd recovers by itself (no chatd restart): sends
-// succeed, /readyz is 200 and cross-node fan-out works again. Open sockets
-// stay connected throughout.
+// succeed, /readyz is 200 and cross-node fan-out works again (and every
+// socket's stream is gap-free again). Open sockets stay connected throughout.
+// Also: sends in flight when PostgreSQL stops; a chat opened while Redis is down
+// reaching the customer's tab on the other node afterwards; a chat row locked
+// by another transaction (statement timeout, isolation from other chats).
 //
 // Stops and starts the test services with tests/services.sh (TEST_SERVICES_DIR,
 // set by tests/run.sh); every test restarts what it stopped even when it fails.
