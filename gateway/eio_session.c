@@ -117,6 +117,7 @@ struct eio_sock {
     int handles_open;
     bool awaiting_pong;
     bool grace_used;
+    uint64_t ping_due; /* loop ms at which the next ping is due */
     uint64_t deadline; /* loop ms at which a missing pong kills the session */
     void *user;
 };
@@ -374,6 +375,7 @@ static void hb_arm_ping(eio_sock *s)
 {
     s->awaiting_pong = false;
     s->grace_used = false;
+    s->ping_due = uv_now(s->srv->loop) + (uint64_t)s->srv->opt.ping_interval_ms;
     hb_start(s, s->srv->opt.ping_interval_ms);
 }
 
@@ -383,9 +385,11 @@ static void on_hb(uv_timer_t *t)
     if (s->closed)
         return;
     if (!s->awaiting_pong) {
+        /* the deadline counts from when the ping was due, not from a late timer */
+        uint64_t now = uv_now(s->srv->loop);
         s->awaiting_pong = true;
-        s->deadline = uv_now(s->srv->loop) + (uint64_t)s->srv->opt.ping_timeout_ms;
-        hb_start(s, s->srv->opt.ping_timeout_ms);
+        s->deadline = s->ping_due + (uint64_t)s->srv->opt.ping_timeout_ms;
+        hb_start(s, s->deadline > now ? (int)(s->deadline - now) : 0);
         eio_send_frame(s, s->srv->f_ping, 0);
         return;
     }
@@ -415,7 +419,9 @@ static bool expired(eio_sock *s)
     if (s->closed)
         return true;
     uv_update_time(s->srv->loop);
-    if (s->awaiting_pong && uv_now(s->srv->loop) >= s->deadline) {
+    uint64_t dead_at = s->awaiting_pong ? s->deadline
+                                         : s->ping_due + (uint64_t)s->srv->opt.ping_timeout_ms;
+    if (uv_now(s->srv->loop) >= dead_at) {
         session_close(s, "ping timeout", false, NULL);
         return true;
     }
