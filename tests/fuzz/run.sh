@@ -33,7 +33,7 @@ for t in $targets; do
     if "build/fuzz/$t" -max_total_time="$secs" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
          -artifact_prefix="build/fuzz/artifacts/$t-" -print_final_stats=1 \
          "$work" "$corpus" >"build/fuzz/$t.log" 2>&1; then
-      execs=$(grep -a -m1 'stat::number_of_executed_units' "build/fuzz/$t.log" | awk '{print $2}' | tr -d '\r\n')
+      execs=$(grep -a 'stat::number_of_executed_units' "build/fuzz/$t.log" | tail -1 | awk '{print $2}' | tr -d '\r\n')
       echo "fuzz: $t ok (${secs}s, ${execs:-?} runs)"
     else
       echo "fuzz: $t FAILED (see build/fuzz/$t.log, artifacts in build/fuzz/artifacts/)" >&2
