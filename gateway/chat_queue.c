@@ -7,15 +7,16 @@
  * queue-position: each node pushes it to the waiting customers connected to
  * it (their sockets in the chat room), remembering per socket and chat the
  * last (position, ETA) it sent, so a customer gets one event per change. A
- * node recomputes an org's positions from one queue_snapshot call: shortly
+ * node recomputes an org's positions from one ZRANGE of the queue (plus the
+ * ETA inputs from queue_snapshot with limit 0): shortly
  * after a change it made itself (debounced), and on its poll (every
  * CHATD_QUEUE_POLL_MS, 500 ms) for the changes other nodes made and for
  * presence changes (agents online/away/offline change the ETA).
  *
  * Rebuild: the same poll compares, per org with queued chats in PostgreSQL,
  * the number of queued chats there with the Redis queue length. A difference
- * seen on 3 polls in a row (never a transient one: picks and enqueues in
- * flight) re-enqueues every queued chat from PostgreSQL (idempotent, original
+ * seen on 3 polls in a row with the same counts (never a transient one:
+ * picks and enqueues in flight) re-enqueues every queued chat from PostgreSQL (idempotent, original
  * priority, skills and enqueue time); when the Redis queue is missing
  * altogether (Redis restarted without persistence), the agents' loads and
  * assignment records are restored from the assigned chats too.
@@ -41,6 +42,7 @@
 
 #define REBUILD_AFTER_POLLS 3
 #define SNAPSHOT_LIMIT 100000
+#define PUSH_DEBOUNCE_MS 100
 
 typedef struct queue_mod {
     chat_app *app;
@@ -50,7 +52,8 @@ typedef struct queue_mod {
     bool polling;
     strmap dirty;    /* org -> (void *)1: push positions soon */
     strmap pushed;   /* org -> strmap* ("sid\nchat" -> heap "pos,eta") */
-    strmap mismatch; /* org -> (intptr_t) consecutive polls with PG != Redis */
+    strmap mismatch; /* org -> struct mismatch: polls in a row with PG != Redis */
+    strmap rebuilding; /* org -> (void *)1 while its rebuild runs */
 } queue_mod;
 
 static queue_mod *qmod(chat_app *app)
@@ -699,43 +702,72 @@ struct snap_ctx {
     char *org;
     long long pg_count; /* -1: not from the poll (no rebuild check) */
     bool push;
+    bool have;          /* the queue_snapshot reply came */
+    q_snapshot snap;    /* its ETA inputs (no ids: limit 0) */
 };
 
 static void maybe_rebuild(chat_app *app, const char *org, long long pg_count,
                           long long redis_count);
 
+static void snap_ctx_free(struct snap_ctx *sc)
+{
+    if (sc->have)
+        q_snapshot_free(&sc->snap);
+    free(sc->org);
+    free(sc);
+}
+
+/* queue_snapshot with limit 0: availability, average, length (cheap, O(agents)). */
 static void on_snapshot(void *ctx, redisReply *reply, const char *err)
 {
     struct snap_ctx *sc = ctx;
     chat_app *app = sc->app;
+    sc->have = qmod(app) && q_decode_snapshot(reply, &sc->snap) == RK_OK;
+    if (sc->have && sc->pg_count >= 0)
+        maybe_rebuild(app, sc->org, sc->pg_count, sc->snap.queue_length);
+    if (!sc->push)
+        snap_ctx_free(sc);
+    /* else the ZRANGE reply, which comes next on the same connection, finishes */
+}
+
+/* Plain ZRANGE of the queue (members "SEQ:CHATID" in order): the ids, without the Lua
+ * per-member work of queue_snapshot, which is too slow to run after every change of a
+ * queue of 10,000. */
+static void on_ranks(void *ctx, redisReply *reply, const char *err)
+{
+    struct snap_ctx *sc = ctx;
+    chat_app *app = sc->app;
     queue_mod *qm = qmod(app);
-    q_snapshot snap;
-    if (!qm || q_decode_snapshot(reply, &snap) != RK_OK)
+    if (!qm || !sc->have || !reply || reply->type != REDIS_REPLY_ARRAY)
         goto out;
-    if (sc->pg_count >= 0)
-        maybe_rebuild(app, sc->org, sc->pg_count, snap.queue_length);
-    if (sc->push) {
-        size_t olen = strlen(sc->org);
-        struct push_ctx p = {app, sc->org, strmap_get(&qm->pushed, sc->org, olen), NULL, NULL, 0, 0};
-        p.next = xcalloc(1, sizeof *p.next);
-        strmap_init(p.next);
-        buf_t room;
-        buf_init(&room);
-        for (size_t i = 0; i < snap.n; i++) {
-            p.chat_id = snap.chat_ids[i];
-            p.pos = (long long)i + 1;
-            p.eta = q_eta_seconds(p.pos, snap.available, snap.avg_handle_s);
-            buf_reset(&room);
-            buf_printf(&room, "chat:%s:%s", sc->org, p.chat_id);
-            sio_room_foreach(app->nsp, room.data, push_one, &p);
-        }
-        buf_free(&room);
-        pushed_map_free(strmap_put(&qm->pushed, sc->org, olen, p.next));
+    size_t olen = strlen(sc->org);
+    struct push_ctx p = {app, sc->org, strmap_get(&qm->pushed, sc->org, olen), NULL, NULL, 0, 0};
+    p.next = xcalloc(1, sizeof *p.next);
+    strmap_init(p.next);
+    buf_t room;
+    buf_init(&room);
+    for (size_t i = 0; i < reply->elements; i++) {
+        const redisReply *m = reply->element[i];
+        if (m->type != REDIS_REPLY_STRING)
+            continue;
+        const char *colon = memchr(m->str, ':', m->len);
+        const char *id = colon ? colon + 1 : m->str;
+        buf_reset(&room);
+        buf_printf(&room, "chat:%s:", sc->org);
+        buf_append(&room, id, m->len - (size_t)(id - m->str));
+        if (!sio_room_size(app->nsp, room.data))
+            continue;
+        char *chat_id = xstrndup(id, m->len - (size_t)(id - m->str));
+        p.chat_id = chat_id;
+        p.pos = (long long)i + 1;
+        p.eta = q_eta_seconds(p.pos, sc->snap.available, sc->snap.avg_handle_s);
+        sio_room_foreach(app->nsp, room.data, push_one, &p);
+        free(chat_id);
     }
-    q_snapshot_free(&snap);
+    buf_free(&room);
+    pushed_map_free(strmap_put(&qm->pushed, sc->org, olen, p.next));
 out:
-    free(sc->org);
-    free(sc);
+    snap_ctx_free(sc);
 }
 
 /* Snapshot of an org's queue: positions to push (push) and/or the rebuild check (pg_count >= 0). */
@@ -745,8 +777,7 @@ static void snapshot(chat_app *app, const char *org, long long pg_count, bool pu
         return;
     rk_argv a;
     rk_argv_init(&a, RK_SCRIPT_QUEUE_SNAPSHOT);
-    if (q_build_snapshot(&a, org, app->cfg->default_handle_time_s, 0, push ? SNAPSHOT_LIMIT : 0) !=
-        RK_OK) {
+    if (q_build_snapshot(&a, org, app->cfg->default_handle_time_s, 0, 0) != RK_OK) {
         rk_argv_free(&a);
         return;
     }
@@ -756,6 +787,18 @@ static void snapshot(chat_app *app, const char *org, long long pg_count, bool pu
     sc->pg_count = pg_count;
     sc->push = push;
     redis_eval(app->redis, &a, on_snapshot, sc);
+    if (push) {
+        rk_argv_reset(&a, RK_NO_SCRIPT);
+        buf_t k;
+        buf_init(&k);
+        rk_key(&k, org, "queue");
+        rk_argv_args(&a, "ZRANGE");
+        rk_argv_arg(&a, k.data, k.len);
+        rk_argv_args(&a, "0");
+        rk_argv_argll(&a, SNAPSHOT_LIMIT - 1);
+        buf_free(&k);
+        redis_eval(app->redis, &a, on_ranks, sc);
+    }
     rk_argv_free(&a);
 }
 
@@ -780,16 +823,86 @@ void queue__changed(chat_app *app, const char *org)
         return;
     strmap_put(&qm->dirty, org, strlen(org), (void *)1);
     if (!uv_is_active((uv_handle_t *)&qm->push))
-        uv_timer_start(&qm->push, on_push_timer, 20, 0);
+        uv_timer_start(&qm->push, on_push_timer, PUSH_DEBOUNCE_MS, 0);
 }
 
 /* ---- rebuild from PostgreSQL ------------------------------------------------------------------ */
+
+struct rebuild_row {
+    char *id, *skills;
+    int priority;
+    long long enq;
+};
 
 struct rebuild_ctx {
     chat_app *app;
     char *org;
     bool lost; /* the Redis queue key is missing: restore loads and assignments too */
+    struct rebuild_row *rows;
+    size_t n, next;
+    int pending; /* enqueues of the current batch without a reply */
 };
+
+#define REBUILD_BATCH 200
+
+static void rebuild_ctx_free(struct rebuild_ctx *rc)
+{
+    queue_mod *qm = qmod(rc->app);
+    if (qm)
+        strmap_del(&qm->rebuilding, rc->org, strlen(rc->org));
+    for (size_t i = 0; i < rc->n; i++) {
+        free(rc->rows[i].id);
+        free(rc->rows[i].skills);
+    }
+    free(rc->rows);
+    free(rc->org);
+    free(rc);
+}
+
+static void rebuild_batch(struct rebuild_ctx *rc);
+
+static void on_rebuild_enqueued(void *ctx, redisReply *reply, const char *err)
+{
+    struct rebuild_ctx *rc = ctx;
+    if (!reply || reply->type == REDIS_REPLY_ERROR)
+        log_warn("queue: rebuild enqueue: %s", err ? err : reply->str);
+    if (--rc->pending == 0)
+        rebuild_batch(rc);
+}
+
+/* Enqueues the next REBUILD_BATCH rows; the last reply of a batch sends the next one, so
+ * a rebuild of 10,000 chats never queues 10,000 commands at once (a Redis command timeout
+ * would take the connection down for everyone). */
+static void rebuild_batch(struct rebuild_ctx *rc)
+{
+    chat_app *app = rc->app;
+    if (!qmod(app) || !redis_up(app) || rc->next >= rc->n) {
+        if (rc->n)
+            log_info("queue: rebuild of org %s: %zu of %zu queued chats re-enqueued", rc->org,
+                     rc->next, rc->n);
+        queue__changed(app, rc->org);
+        rebuild_ctx_free(rc);
+        return;
+    }
+    rk_argv a;
+    rk_argv_init(&a, RK_SCRIPT_QUEUE_ENQUEUE);
+    size_t end = rc->next + REBUILD_BATCH < rc->n ? rc->next + REBUILD_BATCH : rc->n;
+    int sent = 0;
+    rc->pending = 1; /* held while sending */
+    for (; rc->next < end; rc->next++) {
+        struct rebuild_row *r = &rc->rows[rc->next];
+        /* idempotent: chats already queued keep their place */
+        if (q_build_enqueue(&a, rc->org, r->id, r->priority, r->skills, r->enq, "",
+                            app->cfg->default_handle_time_s) != RK_OK)
+            continue;
+        rc->pending++;
+        redis_eval(app->redis, &a, on_rebuild_enqueued, rc);
+        sent++;
+    }
+    rk_argv_free(&a);
+    if (--rc->pending == 0) /* nothing sent in this batch */
+        rebuild_batch(rc);
+}
 
 static void on_rebuild_rows(void *ctx, const PGresult *res, const char *err)
 {
@@ -801,6 +914,7 @@ static void on_rebuild_rows(void *ctx, const PGresult *res, const char *err)
         goto out;
     }
     int n = PQntuples(res), queued = 0;
+    rc->rows = xcalloc((size_t)n + 1, sizeof *rc->rows);
     rk_argv a;
     rk_argv_init(&a, RK_NO_SCRIPT);
     for (int r = 0; r < n; r++) {
@@ -809,10 +923,7 @@ static void on_rebuild_rows(void *ctx, const PGresult *res, const char *err)
         int priority = atoi(PQgetvalue(res, r, 2));
         long long enq = atoll(PQgetvalue(res, r, 4));
         if (!strcmp(status, "queued")) {
-            /* idempotent: chats already queued keep their place */
-            if (q_build_enqueue(&a, rc->org, id, priority, skills, enq, "",
-                                app->cfg->default_handle_time_s) == RK_OK)
-                redis_eval(app->redis, &a, on_redis_logged, "rebuild enqueue");
+            rc->rows[rc->n++] = (struct rebuild_row){xstrdup(id), xstrdup(skills), priority, enq};
             queued++;
         } else if (rc->lost) {
             /* assigned: the assignment record (HSETNX: never over a live one), then the load */
@@ -871,16 +982,14 @@ static void on_rebuild_rows(void *ctx, const PGresult *res, const char *err)
             buf_free(&k);
             m++;
         }
-        log_info("queue: rebuilt org %s from PostgreSQL: %d queued chats, loads of %d agents",
+        log_info("queue: rebuilding org %s from PostgreSQL: %d queued chats, loads of %d agents",
                  rc->org, queued, m);
-    } else {
-        log_info("queue: re-enqueued %d queued chats of org %s from PostgreSQL", queued, rc->org);
     }
     rk_argv_free(&a);
-    queue__changed(app, rc->org);
+    rebuild_batch(rc);
+    return;
 out:
-    free(rc->org);
-    free(rc);
+    rebuild_ctx_free(rc);
 }
 
 static const char REBUILD_SQL[] =
@@ -892,6 +1001,10 @@ static const char REBUILD_SQL[] =
 
 static void rebuild(chat_app *app, const char *org, bool lost)
 {
+    queue_mod *qm = qmod(app);
+    if (strmap_get(&qm->rebuilding, org, strlen(org)))
+        return; /* one at a time per org and node */
+    strmap_put(&qm->rebuilding, org, strlen(org), (void *)1);
     struct rebuild_ctx *rc = xcalloc(1, sizeof *rc);
     rc->app = app;
     rc->org = xstrdup(org);
@@ -900,21 +1013,34 @@ static void rebuild(chat_app *app, const char *org, bool lost)
     pg_query(app->pg, REBUILD_SQL, 2, params, on_rebuild_rows, rc);
 }
 
+struct mismatch {
+    int polls;
+    long long pg, redis;
+};
+
+/* Rebuilds after REBUILD_AFTER_POLLS polls in a row that saw the same two different counts:
+ * picks and enqueues in flight make the counts differ for a moment, never stably. */
 static void maybe_rebuild(chat_app *app, const char *org, long long pg_count,
                           long long redis_count)
 {
     queue_mod *qm = qmod(app);
     size_t olen = strlen(org);
+    struct mismatch *m = strmap_get(&qm->mismatch, org, olen);
     if (pg_count == redis_count) {
-        strmap_del(&qm->mismatch, org, olen);
+        free(strmap_del(&qm->mismatch, org, olen));
         return;
     }
-    intptr_t n = (intptr_t)strmap_get(&qm->mismatch, org, olen) + 1;
-    if (n < REBUILD_AFTER_POLLS) {
-        strmap_put(&qm->mismatch, org, olen, (void *)n);
+    if (!m || m->pg != pg_count || m->redis != redis_count) {
+        if (!m) {
+            m = xcalloc(1, sizeof *m);
+            strmap_put(&qm->mismatch, org, olen, m);
+        }
+        *m = (struct mismatch){1, pg_count, redis_count};
         return;
     }
-    strmap_del(&qm->mismatch, org, olen);
+    if (++m->polls < REBUILD_AFTER_POLLS)
+        return;
+    free(strmap_del(&qm->mismatch, org, olen));
     log_warn("queue: org %s has %lld queued chats in PostgreSQL and %lld in Redis: rebuilding", org,
              pg_count, redis_count);
     rebuild(app, org, redis_count == 0);
@@ -977,6 +1103,7 @@ void queue_start(chat_app *app)
     strmap_init(&qm->dirty);
     strmap_init(&qm->pushed);
     strmap_init(&qm->mismatch);
+    strmap_init(&qm->rebuilding);
     uv_timer_init(app->loop, &qm->poll);
     uv_timer_init(app->loop, &qm->push);
     qm->poll.data = qm->push.data = qm;
@@ -994,7 +1121,10 @@ static void on_handle_closed(uv_handle_t *h)
         pushed_map_free(e->value);
     strmap_free(&qm->pushed);
     strmap_free(&qm->dirty);
+    for (strmap_entry *e = strmap_first(&qm->mismatch, &i); e; e = strmap_next(&qm->mismatch, e, &i))
+        free(e->value);
     strmap_free(&qm->mismatch);
+    strmap_free(&qm->rebuilding);
     free(qm);
 }
 
