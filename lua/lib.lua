@@ -62,24 +62,30 @@ local function member_chat(member)
 end
 
 -- Agents that are online, not away and below capacity.
--- status: hash identity ("agent:SUB") -> online|away
--- load / max: hashes SUB -> count / max_chats (default 3)
--- Three hash reads whatever the number of agents.
+-- status: hash identity ("agent:SUB"|"customer:KEY") -> online|away
+-- load / max: hashes SUB -> count / max_chats; every agent that ever
+-- connected has a max_chats entry (presence_add, queue_pick), so the agents
+-- are read from `max` and only their status is looked up: the cost does not
+-- grow with the customers connected (the status hash holds them too; with
+-- 2,000 waiting customers HGETALL status made every enqueue take 10 ms).
 local function available_agents(status_key, load_key, max_key)
-    local flat = redis.call('HGETALL', status_key)
-    if #flat == 0 then return 0 end
-    local loads, maxes = {}, {}
-    local l = redis.call('HGETALL', load_key)
-    for i = 1, #l, 2 do loads[l[i]] = tonumber(l[i + 1]) end
     local m = redis.call('HGETALL', max_key)
-    for i = 1, #m, 2 do maxes[m[i]] = tonumber(m[i + 1]) end
+    if #m == 0 then return 0 end
     local n = 0
-    for i = 1, #flat, 2 do
-        local ident, st = flat[i], flat[i + 1]
-        if st == 'online' and string.sub(ident, 1, 6) == 'agent:' then
-            local sub = string.sub(ident, 7)
-            if (loads[sub] or 0) < (maxes[sub] or 3) then n = n + 1 end
+    local i = 1
+    while i <= #m do
+        local subs, idents, maxes = {}, {}, {}
+        for j = i, math.min(i + 999, #m), 2 do
+            subs[#subs + 1] = m[j]
+            idents[#idents + 1] = 'agent:' .. m[j]
+            maxes[#maxes + 1] = tonumber(m[j + 1]) or 3
         end
+        local st = redis.call('HMGET', status_key, unpack(idents))
+        local ld = redis.call('HMGET', load_key, unpack(subs))
+        for k = 1, #subs do
+            if st[k] == 'online' and (tonumber(ld[k]) or 0) < maxes[k] then n = n + 1 end
+        end
+        i = i + 1000
     end
     return n
 end
