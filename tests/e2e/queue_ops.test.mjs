@@ -10,7 +10,7 @@ import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 import { closeAll } from "./lib.mjs";
-import { SKIP_REASON, startChatd, newOrg, person, token, chat, uid, sql, closeDb, REDIS_URL, waitUntil } from "./chatlib.mjs";
+import { SKIP_REASON, startChatd, newOrg, person, token, chat, uid, sql, closeDb, REDIS_URL, waitUntil, services } from "./chatlib.mjs";
 
 const require = createRequire(import.meta.url);
 const opts = { skip: SKIP_REASON, timeout: 90000 };
@@ -375,4 +375,47 @@ test("position and ETA follow ceil(position / availableAgents) * avgHandleTime a
     const ps = c.s.events("queue-position", c.chatId).map((d) => `${d.position}/${d.etaSeconds}`);
     for (let i = 1; i < ps.length; i++) assert.notEqual(ps[i], ps[i - 1], `repeated queue-position for ${c.chatId}: ${ps}`);
   }
+});
+
+test("the stores never disagree: a chat closed behind Redis's back is skipped; a pick while PostgreSQL is down answers unavailable and leaves the chat queued in both", opts, async () => {
+  const org = newOrg();
+  const cfg = await config(org);
+  const ag = agent(org, { max: 5 });
+  const c1 = await openChat(A.url, org, cfg, "one");
+  const c2 = await openChat(A.url, org, cfg, "two");
+  const c3 = await openChat(A.url, org, cfg, "three");
+  await c3.s.waitEvent("chat-state", (d) => d.status === "queued");
+  const a = await chat(B.url, { token: ag.token });
+  const qkey = `chat:{${org}}:queue`;
+  const loadOf = async () => Number((await redis.hGet(`chat:{${org}}:agentload`, ag.sub)) || 0);
+
+  // closed in PostgreSQL only: the pick releases it in Redis and takes the next one
+  await sql("UPDATE chats SET status = 'closed', closed_at = now() WHERE id = $1", [c1.chatId]);
+  assert.equal((await a.ack("pick-next", {})).chat?.id, c2.chatId);
+  assert.equal(await redis.zCard(qkey), 1, "the closed chat left the Redis queue");
+  assert.equal(await loadOf(), 1, "capacity counts only the assigned chat");
+
+  // PostgreSQL down: the Redis pick is undone, the chat keeps its place
+  const members = await redis.zRangeWithScores(qkey, 0, -1);
+  try {
+    await services("stop-pg");
+    const r = await a.ack("pick-next", {});
+    assert.equal(r.ok, false, JSON.stringify(r));
+    assert.equal(r.error.code, "unavailable");
+    await waitUntil(async () => JSON.stringify(await redis.zRangeWithScores(qkey, 0, -1)) === JSON.stringify(members), 5000, "the entry restored in place");
+    assert.equal(await loadOf(), 1);
+  } finally {
+    await services("start-pg");
+  }
+  const got = await waitUntil(async () => {
+    const r = await a.ack("pick-next", {});
+    return r.ok ? r : null;
+  }, 30000, "pick-next after PostgreSQL restarted");
+  assert.equal(got.chat?.id, c3.chatId);
+  const row = await chatRow(c3.chatId);
+  assert.deepEqual([row.status, row.agent_id], ["assigned", ag.sub]);
+  assert.equal(await loadOf(), 2);
+  assert.equal(await redis.zCard(qkey), 0);
+  const [{ n }] = await sql("SELECT count(*)::int AS n FROM chat_events WHERE chat_id = $1 AND type = 'assigned'", [c3.chatId]);
+  assert.equal(n, 1);
 });
