@@ -11,9 +11,14 @@
 
 /* Reconciler period and grace: a timer overdue by more than the grace is
  * fired by the reconciler (its notification was missed, or Redis has not
- * expired the key yet: with many volatile keys its active expiry can lag by
- * seconds); dead sockets whose expired event was missed are swept at the same
- * period. Both paths claim atomically, so the grace only spares double work. */
+ * expired the key yet); dead sockets whose expired event was missed are swept
+ * at the same period (the sweep's EXISTS also makes Redis expire them). Both
+ * paths claim atomically, so the grace only spares double work.
+ * Measured (Redis 7.0, hz 10): with 30,000 other keys with a TTL, `expired`
+ * events came 17-78 s after the deadline (the active expiry cycle samples 20
+ * keys per run), so on a busy deployment the reconciler is what bounds the
+ * delay of a timer to PRESENCE_RECONCILE_MS + grace
+ * (tests/e2e/presence_timers.test.mjs). */
 #define PRESENCE_RECONCILE_MS 5000
 #define PRESENCE_RECONCILE_GRACE_MS 250
 

@@ -168,3 +168,38 @@ test("close-chat stops the timers; a chat that is not assigned gets none", { ski
   assert.equal(await redis.zScore(`chat:{${org}}:timers`, `close:${m.message.chatId}`), null);
   assert.equal(await redis.exists(`chat:{${org}}:timer:close:${m.message.chatId}`), 0);
 });
+
+test("timers fire on time when Redis's expiry notifications lag (30,000 other volatile keys): the reconciler bounds the delay", { skip: SKIP_REASON, timeout: 90000 }, async (t) => {
+  // Redis expires keys lazily or by a sampling cycle; with tens of thousands
+  // of keys with a TTL (socket keys of a busy deployment) an `expired` event
+  // can come a minute late. The reconciler (every 5 s, grace 250 ms) claims
+  // overdue timers from the org's timers zset instead.
+  const pre = `h6-bulk-${Date.now()}:`;
+  const N = 30000;
+  for (let i = 0; i < N; i += 2000) {
+    const m = redis.multi();
+    for (let j = i; j < Math.min(N, i + 2000); j++) m.set(pre + j, "x", { PX: 120000 });
+    await m.exec();
+  }
+  try {
+    const org = newOrg();
+    const { ctab, atab, chatId } = await assignedChat(org);
+    assert.equal((await ctab.send(chatId, "hello?")).ok, true);
+    const t0 = Date.now();
+    const bound = 5000 + 250 + 1000; // reconciler period + grace + slack
+    const w = await ctab.waitFor((e) => e.event === "inactivity-warning" && e.data.chatId === chatId, 2000 + bound, "warning");
+    const c = await ctab.waitFor((e) => e.event === "chat-closed" && e.data.chatId === chatId, 4000 + bound, "chat-closed");
+    t.diagnostic(`with ${N} volatile keys: warning after ${w.at - t0} ms, close after ${c.at - t0} ms`);
+    assert.ok(w.at - t0 >= 2000 - SLACK && w.at - t0 <= 2000 + bound, `warning after ${w.at - t0} ms`);
+    assert.ok(c.at - t0 >= 4000 - SLACK && c.at - t0 <= 4000 + bound, `close after ${c.at - t0} ms`);
+    await atab.waitEvent("chat-closed", (d) => d.chatId === chatId);
+    const sys = await sql("SELECT text FROM messages WHERE chat_id = $1 AND sender_type = 'system' ORDER BY seq", [chatId]);
+    assert.equal(sys.length, 2, JSON.stringify(sys));
+  } finally {
+    for (let i = 0; i < N; i += 2000) {
+      const m = redis.multi();
+      for (let j = i; j < Math.min(N, i + 2000); j++) m.del(pre + j);
+      await m.exec();
+    }
+  }
+});
