@@ -1,5 +1,6 @@
 #include "common/config.h"
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,15 +65,17 @@ static int set_value(chatd_config *cfg, const struct setting *s, const char *v)
         *(char **)p = v ? xstrdup(v) : NULL;
         return 0;
     case K_INT: {
+        errno = 0;
         long n = strtol(v, &end, 10);
-        if (*v == '\0' || *end != '\0' || n < 0 || n > 0x7fffffff)
+        if (*v == '\0' || *end != '\0' || errno == ERANGE || n < 0 || n > 0x7fffffff)
             return -1;
         *(int *)p = (int)n;
         return 0;
     }
     case K_I64: {
+        errno = 0;
         long long n = strtoll(v, &end, 10);
-        if (*v == '\0' || *end != '\0' || n < 0)
+        if (*v == '\0' || *end != '\0' || errno == ERANGE || n < 0)
             return -1;
         *(int64_t *)p = n;
         return 0;
