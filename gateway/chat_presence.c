@@ -14,7 +14,8 @@
  * When a node dies its socket keys expire: every node sees the keyspace
  * `expired` event, presence_expired claims the cleanup (exactly one node acts)
  * and an identity left without sockets goes offline. The reconciler (engine in
- * presence/presence_redis.c, every PRESENCE_RECONCILE_MS and once right after
+ * presence/presence_redis.c, every pingInterval but at most every
+ * PRESENCE_RECONCILE_MS, and once right after
  * start) sweeps sockets whose expiry notification was missed.
  *
  * `presence` {identity:{type,id}, status} goes to agents:{org} on every node
@@ -262,8 +263,11 @@ void presence_start(chat_app *app)
     ps->ttl_ms = (long long)interval + timeout;
     rk_argv_init(&ps->argv, RK_NO_SCRIPT);
     pres_engine_cbs cbs = {.on_offline = on_offline, .on_timer = on_timer, .ctx = app};
-    ps->engine = pres_engine_new(app->loop, app->redis, &cbs, PRESENCE_RECONCILE_MS,
-                                 PRESENCE_RECONCILE_GRACE_MS);
+    /* a dead socket is noticed at most one reconciler period after its TTL */
+    int period = interval < PRESENCE_RECONCILE_MS ? interval : PRESENCE_RECONCILE_MS;
+    if (period < 500)
+        period = 500;
+    ps->engine = pres_engine_new(app->loop, app->redis, &cbs, period, PRESENCE_RECONCILE_GRACE_MS);
     uv_timer_init(app->loop, &ps->beat);
     uv_timer_init(app->loop, &ps->kick);
     ps->beat.data = ps->kick.data = ps;

@@ -9,7 +9,8 @@
 #include "gateway/chat.h"
 #include "presence/presence_redis.h"
 
-/* Reconciler period and grace: a timer overdue by more than the grace is
+/* Reconciler period (pingInterval, at most PRESENCE_RECONCILE_MS, at least
+ * 500 ms) and grace: a timer overdue by more than the grace is
  * fired by the reconciler (its notification was missed, or Redis has not
  * expired the key yet); dead sockets whose expired event was missed are swept
  * at the same period (the sweep's EXISTS also makes Redis expire them). Both

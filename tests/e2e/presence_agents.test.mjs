@@ -169,7 +169,9 @@ test("kill -9 of a node: its agents turn offline within the socket TTL, seen fro
     const took = Date.now() - killedAt;
     assert.deepEqual(off, { identity: { type: "agent", id: x.sub }, status: "offline" });
     t.diagnostic(`offline seen ${took} ms after kill -9 (socket TTL ${TTL_MS} ms)`);
-    assert.ok(took <= TTL_MS + 1500, `offline ${took} ms after kill -9 (TTL ${TTL_MS} ms)`);
+    // The key expires at most TTL after the kill; the reconciler (every pingInterval here)
+    // notices it even when Redis's expired event is late.
+    assert.ok(took <= TTL_MS + 1000 + 1000, `offline ${took} ms after kill -9 (TTL ${TTL_MS} ms)`);
 
     // y lost its victim tab only; the customer is gone too (no event for customers).
     await waitUntil(async () => (await redis.sCard(key(org, `ident:agent:${y.sub}`))) === 1, TTL_MS + 4000, "y's victim tab cleaned up");
