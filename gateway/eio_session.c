@@ -255,11 +255,12 @@ int eio_send_frame(eio_sock *s, gw_frame *f, unsigned flags)
     if (s->closed)
         return -1;
     int64_t bound = s->srv->opt.max_outbound;
-    if (bound > 0 && s->qbytes + (int64_t)f->len > bound) {
+    /* an empty queue always takes one frame: only a backlog is a slow consumer */
+    if (bound > 0 && s->qlen && s->qbytes + (int64_t)f->len > bound) {
         if (flags & EIO_SEND_VOLATILE)
             return 1;
         q_drop_volatile(s);
-        if (s->qbytes + (int64_t)f->len > bound) {
+        if (s->qlen && s->qbytes + (int64_t)f->len > bound) {
             log_info("eio %s: outbound queue over %lld bytes, disconnecting", s->sid,
                      (long long)bound);
             session_close(s, "slow consumer", false, "1");
