@@ -36,6 +36,7 @@
 #include "common/xalloc.h"
 #include "gateway/chat_hooks.h"
 #include "gateway/queue_internal.h"
+#include "presence/presence.h"
 #include "queue/queue.h"
 #include "store/messages.h"
 
@@ -54,6 +55,7 @@ typedef struct queue_mod {
     strmap pushed;   /* org -> strmap* ("sid\nchat" -> heap "pos,eta") */
     strmap mismatch; /* org -> struct mismatch: polls in a row with PG != Redis */
     strmap rebuilding; /* org -> (void *)1 while its rebuild runs */
+    strmap reply_orgs; /* orgs added to chat:qreplyorgs by this process */
 } queue_mod;
 
 static queue_mod *qmod(chat_app *app)
@@ -482,8 +484,26 @@ struct arm_ctx {
     char *org, *chat_id;
 };
 
+#define REPLY_ORGS_KEY "chat:qreplyorgs" /* global: orgs with no-reply timers (reconciler) */
+
+static void track_reply_org(chat_app *app, const char *org)
+{
+    queue_mod *qm = qmod(app);
+    if (!qm || strmap_get(&qm->reply_orgs, org, strlen(org)))
+        return;
+    strmap_put(&qm->reply_orgs, org, strlen(org), (void *)1);
+    rk_argv a;
+    rk_argv_init(&a, RK_NO_SCRIPT);
+    rk_argv_args(&a, "SADD");
+    rk_argv_args(&a, REPLY_ORGS_KEY);
+    rk_argv_args(&a, org);
+    redis_eval(app->redis, &a, on_redis_logged, "track no-reply org");
+    rk_argv_free(&a);
+}
+
 static void arm_now(chat_app *app, const char *org, const char *chat_id)
 {
+    track_reply_org(app, org);
     rk_argv a;
     rk_argv_init(&a, RK_SCRIPT_TIMER_ARM);
     reply_keys(&a, org, chat_id);
@@ -608,6 +628,84 @@ static void claim_reply(chat_app *app, const char *org, const char *chat_id)
     c->org = xstrdup(org);
     c->chat_id = xstrdup(chat_id);
     redis_eval(app->redis, &a, on_reply_claim, c);
+    rk_argv_free(&a);
+}
+
+/* Reconciler of the no-reply timers: an expired notification is not guaranteed to come
+ * soon (Redis expires keys by sampling) nor at all (every node down then), so each poll
+ * claims the timers of the tracked orgs overdue by more than 200 ms with timer_due.lua on
+ * our zset (its DEL of "timer:reply:CHAT" is a no-op here; qreply:CHAT expires by itself). */
+struct due_ctx {
+    chat_app *app;
+    char *org;
+};
+
+static void on_reply_due(void *ctx, redisReply *reply, const char *err)
+{
+    struct due_ctx *d = ctx;
+    pres_timer_due due;
+    if (qmod(d->app) && pres_timer_decode_due(reply, &due) == RK_OK) {
+        for (size_t i = 0; i < due.n; i++) {
+            struct arm_ctx *c = xcalloc(1, sizeof *c);
+            c->app = d->app;
+            c->org = xstrdup(d->org);
+            c->chat_id = xstrdup(due.items[i].chat_id);
+            /* claimed already (removed from the zset): act as on_reply_claim does */
+            const char *params[8] = {c->chat_id, c->org, "no_reply", NULL, NULL, NULL,
+                                     "The agent did not reply in time: the chat is back in the queue",
+                                     NULL};
+            pg_query_opts q = {.sql = "SELECT * FROM chat_requeue($1, $2, $3, $4, $5, $6::text[], $7, $8)",
+                               .nparams = 8, .params = params, .route_key = c->chat_id};
+            pg_query_ex(d->app->pg, &q, on_noreply_requeued, c);
+        }
+        pres_timer_due_free(&due);
+    }
+    free(d->org);
+    free(d);
+}
+
+static void on_reply_orgs(void *ctx, redisReply *reply, const char *err)
+{
+    chat_app *app = ctx;
+    if (!qmod(app) || !reply || reply->type != REDIS_REPLY_ARRAY)
+        return;
+    rk_argv a;
+    rk_argv_init(&a, RK_SCRIPT_TIMER_DUE);
+    buf_t k;
+    buf_init(&k);
+    for (size_t i = 0; i < reply->elements; i++) {
+        char *org = rk_reply_strdup(reply->element[i]);
+        if (!org || !*org) {
+            free(org);
+            continue;
+        }
+        rk_argv_reset(&a, RK_SCRIPT_TIMER_DUE);
+        buf_reset(&k);
+        rk_key(&k, org, "qreplies");
+        rk_argv_key(&a, k.data, k.len);
+        buf_reset(&k);
+        rk_prefix(&k, org);
+        rk_argv_arg(&a, k.data, k.len);
+        rk_argv_argll(&a, 100);
+        rk_argv_argll(&a, 200);
+        struct due_ctx *d = xcalloc(1, sizeof *d);
+        d->app = app;
+        d->org = org;
+        redis_eval(app->redis, &a, on_reply_due, d);
+    }
+    buf_free(&k);
+    rk_argv_free(&a);
+}
+
+static void reconcile_replies(chat_app *app)
+{
+    if (app->cfg->agent_reply_timeout_s <= 0 || !redis_up(app))
+        return;
+    rk_argv a;
+    rk_argv_init(&a, RK_NO_SCRIPT);
+    rk_argv_args(&a, "SMEMBERS");
+    rk_argv_args(&a, REPLY_ORGS_KEY);
+    redis_eval(app->redis, &a, on_reply_orgs, app);
     rk_argv_free(&a);
 }
 
@@ -1086,6 +1184,7 @@ static void on_poll(uv_timer_t *t)
     chat_app *app = qm->app;
     if (qm->polling || !redis_up(app) || !pg_is_ready(app->pg))
         return;
+    reconcile_replies(app);
     qm->polling = true;
     pg_query(app->pg,
              "SELECT org_id, count(*) FROM chats WHERE status = 'queued' GROUP BY org_id", 0, NULL,
@@ -1104,6 +1203,7 @@ void queue_start(chat_app *app)
     strmap_init(&qm->pushed);
     strmap_init(&qm->mismatch);
     strmap_init(&qm->rebuilding);
+    strmap_init(&qm->reply_orgs);
     uv_timer_init(app->loop, &qm->poll);
     uv_timer_init(app->loop, &qm->push);
     qm->poll.data = qm->push.data = qm;
@@ -1125,6 +1225,7 @@ static void on_handle_closed(uv_handle_t *h)
         free(e->value);
     strmap_free(&qm->mismatch);
     strmap_free(&qm->rebuilding);
+    strmap_free(&qm->reply_orgs);
     free(qm);
 }
 

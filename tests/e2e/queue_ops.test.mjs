@@ -53,6 +53,8 @@ async function openChat(url, org, configId, text = "hello") {
   const p = person(org, "customer");
   const s = await chat(url, { token: p.token, context: { configId } });
   const m = await s.sendOk(null, text, uid());
+  // the first chat-state follows the enqueue (ai, or queued with its position)
+  await s.waitEvent("chat-state", (d) => d.chatId === m.chatId);
   return { s, chatId: m.chatId, p };
 }
 
