@@ -44,11 +44,18 @@
  *                                    reply; expiry = keyspace notification
  *   timers                   zset    "KIND:CHATID" -> deadline ms (Redis clock):
  *                                    the claim token and the reconciler's index
+ *   agentname                hash    agent SUB -> display name (set at connect;
+ *                                    transfer-chat to an agent on another node)
+ *   qreply:CHATID            string  chat id; PX = CHATD_AGENT_REPLY_TIMEOUT_S;
+ *                                    its expiry requeues an unanswered chat
+ *   qreplies                 zset    "reply:CHATID" -> deadline ms: claim token
+ *                                    and reconciler index of qreply keys
  *   bus                      channel pub/sub channel for cross-node fan-out
  *
  * Global (no hash tag, never used inside a script):
  *   chat:orgs                set     orgs with presence or timers, for the
  *                                    reconcilers (SADD once per org per process)
+ *   chat:qreplyorgs          set     orgs with no-reply timers (queue reconciler)
  *
  * Keyspace notifications: "__keyevent@DB__:expired" carries the key name;
  * rk_parse_key() tells sock / timer keys apart and extracts org and id.
