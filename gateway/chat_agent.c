@@ -474,6 +474,10 @@ static void transfer_agent_pg(agent_op *a, const char *name)
 static void on_target_name(void *ctx, redisReply *reply, const char *err)
 {
     agent_op *a = ctx;
+    if (!reply && !a->app->queue) { /* shutting down: PostgreSQL is gone already */
+        agent_op_free(a);
+        return;
+    }
     transfer_agent_pg(a, reply && reply->type == REDIS_REPLY_STRING ? reply->str : NULL);
 }
 

@@ -409,6 +409,13 @@ static void on_closed_entry(void *ctx, redisReply *reply, const char *err)
 {
     struct closed_ctx *c = ctx;
     chat_app *app = c->app;
+    if (!reply) { /* Redis unavailable (or shutting down): a pick of the stale entry drops it */
+        log_warn("queue: dequeue of closed chat %s: %s", c->chat_id, err ? err : "no reply");
+        free(c->org);
+        free(c->chat_id);
+        free(c);
+        return;
+    }
     /* reply: HMGET qentry skills priority enqueuedAt */
     struct rel_ctx *r = xcalloc(1, sizeof *r);
     r->app = app;
