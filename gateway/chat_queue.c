@@ -1104,6 +1104,27 @@ static const char REBUILD_SQL[] =
     " FROM chats WHERE org_id = $1 AND (status = 'queued' OR ($2 AND status = 'assigned'))"
     " ORDER BY enqueued_at, id";
 
+static void on_org_aht(void *ctx, const PGresult *res, const char *err)
+{
+    struct due_ctx *d = ctx;
+    if (!err && PQntuples(res) == 1 && qmod(d->app) && redis_up(d->app)) {
+        rk_argv a;
+        rk_argv_init(&a, RK_NO_SCRIPT);
+        buf_t k;
+        buf_init(&k);
+        rk_key(&k, d->org, "aht");
+        rk_argv_args(&a, "SET");
+        rk_argv_arg(&a, k.data, k.len);
+        rk_argv_args(&a, PQgetvalue(res, 0, 0));
+        rk_argv_args(&a, "NX");
+        redis_eval(d->app->redis, &a, on_redis_logged, "seed average handle time");
+        rk_argv_free(&a);
+        buf_free(&k);
+    }
+    free(d->org);
+    free(d);
+}
+
 static void rebuild(chat_app *app, const char *org, bool lost)
 {
     queue_mod *qm = qmod(app);
@@ -1116,6 +1137,17 @@ static void rebuild(chat_app *app, const char *org, bool lost)
     rc->lost = lost;
     const char *params[2] = {org, lost ? "true" : "false"};
     pg_query(app->pg, REBUILD_SQL, 2, params, on_rebuild_rows, rc);
+    if (lost) {
+        /* the average handle time went with the rest: seed it from org_stats (kept by
+         * chat_close) until the next close feeds the Redis window again */
+        struct due_ctx *d = xcalloc(1, sizeof *d);
+        d->app = app;
+        d->org = xstrdup(org);
+        pg_query(app->pg,
+                 "SELECT round(avg_handle_time_s)::bigint FROM org_stats"
+                 " WHERE org_id = $1 AND avg_handle_time_s IS NOT NULL",
+                 1, params, on_org_aht, d);
+    }
 }
 
 struct mismatch {
