@@ -1194,10 +1194,21 @@ static void on_poll_orgs(void *ctx, const PGresult *res, const char *err)
         log_debug("queue: poll: %s", err);
         return;
     }
+    /* orgs with customers on this node, in one pass over the sockets */
+    strmap local;
+    strmap_init(&local);
+    size_t j;
+    for (strmap_entry *e = strmap_first(&app->sockets, &j); e; e = strmap_next(&app->sockets, e, &j)) {
+        chat_sock *cs = e->value;
+        if (cs && cs->p.role == AUTH_ROLE_CUSTOMER)
+            strmap_put(&local, cs->p.org, strlen(cs->p.org), (void *)1);
+    }
     for (int r = 0; r < PQntuples(res); r++) {
         const char *org = PQgetvalue(res, r, 0);
-        snapshot(app, org, atoll(PQgetvalue(res, r, 1)), has_local_customers(app, org));
+        snapshot(app, org, atoll(PQgetvalue(res, r, 1)),
+                 strmap_get(&local, org, strlen(org)) != NULL);
     }
+    strmap_free(&local);
     /* orgs no longer queued anywhere: forget what was pushed there */
     size_t i;
     strmap gone;
