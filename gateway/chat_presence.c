@@ -231,7 +231,8 @@ static void on_beat(uv_timer_t *t)
 /* Every 100 ms: when the Redis command connection has just become ready (start,
  * or back after an outage), refresh every local socket at once (re-registering
  * those Redis lost, or that connected while it was down) and run a reconciler
- * pass, so timers that expired while no node was listening fire right away. */
+ * pass, so timers that expired while no node was listening fire right away,
+ * and re-arm the timers of assigned chats from PostgreSQL (timers__tick). */
 static void on_kick(uv_timer_t *t)
 {
     presence *ps = t->data;
@@ -240,6 +241,7 @@ static void on_kick(uv_timer_t *t)
         on_beat(&ps->beat);
         pres_engine_reconcile_now(ps->engine);
     }
+    timers__tick(ps->app, ready, ready && !ps->was_ready);
     ps->was_ready = ready;
 }
 

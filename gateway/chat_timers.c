@@ -40,6 +40,7 @@
 #include "store/messages.h"
 
 #define CLOSE_RETRY_MS 5000
+#define REBUILD_RETRY_MS 2000
 
 /* Module state, one per process (app->timers); freed when closing and no call
  * is in flight. */
@@ -47,6 +48,8 @@ typedef struct timers {
     chat_app *app;
     int pending; /* Redis and PostgreSQL calls in flight */
     bool closing;
+    bool rebuild_wanted, rebuild_running; /* timers__tick */
+    uint64_t rebuild_next;                /* uv_now of the next attempt */
     rk_argv argv; /* scratch; redis_eval copies it */
 } timers;
 
@@ -117,8 +120,7 @@ static void on_redis(void *ctx, redisReply *reply, const char *err)
 {
     tcall *c = ctx;
     if (!reply || reply->type == REDIS_REPLY_ERROR)
-        log_warn("timers: %s of chat %s failed: %s", rk_script_name(RK_SCRIPT_TIMER_ARM),
-                 c->chat_id, err ? err : reply->str);
+        log_warn("timers: arm/stop of chat %s failed: %s", c->chat_id, err ? err : reply->str);
     tcall_done(c);
 }
 
@@ -273,6 +275,79 @@ void timers__fire(chat_app *app, const char *org, const char *kind, const char *
     } else {
         log_warn("timers: no handler for timer kind %s (chat %s)", kind, chat_id);
     }
+}
+
+/* ---- rebuild from PostgreSQL ---------------------------------------------------------- */
+
+/* Every assigned chat with the deadlines its timers should have: from the
+ * later of its assignment and its last customer/agent message (system
+ * messages such as the warning itself are no activity). The newest non-system
+ * message is found by a backward scan of the (chat_id, seq) index. */
+static const char REBUILD_SQL[] =
+    "SELECT c.org_id, c.id,"
+    " (extract(epoch FROM greatest(c.assigned_at, (SELECT m.created_at FROM messages m"
+    "   WHERE m.chat_id = c.id AND m.sender_type <> 'system' ORDER BY m.seq DESC LIMIT 1)))"
+    "   * 1000)::bigint,"
+    " (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+    " FROM chats c WHERE c.status = 'assigned'";
+
+static void on_rebuild(void *ctx, const PGresult *res, const char *err)
+{
+    timers *ts = ctx;
+    ts->pending--;
+    ts->rebuild_running = false;
+    if (ts->closing || err) {
+        if (err && !ts->closing) {
+            log_warn("timers: rebuild from PostgreSQL failed (retry in %d ms): %s",
+                     REBUILD_RETRY_MS, err);
+            ts->rebuild_next = uv_now(ts->app->loop) + REBUILD_RETRY_MS;
+        }
+        maybe_free(ts);
+        return;
+    }
+    ts->rebuild_wanted = false;
+    chat_app *app = ts->app;
+    long long warn = (long long)app->cfg->inactivity_warn_s * 1000;
+    long long close = (long long)app->cfg->inactivity_close_s * 1000;
+    int n = PQntuples(res);
+    for (int r = 0; r < n; r++) {
+        if (PQgetisnull(res, r, 2))
+            continue;
+        const char *org = PQgetvalue(res, r, 0), *chat_id = PQgetvalue(res, r, 1);
+        long long base = atoll(PQgetvalue(res, r, 2)), now = atoll(PQgetvalue(res, r, 3));
+        pres_timer_spec t[2];
+        size_t k = 0;
+        /* a warning whose time has passed is not repeated (it may have been sent) */
+        if (warn > 0 && (close <= 0 || warn < close) && base + warn > now)
+            t[k++] = (pres_timer_spec){"warn", base + warn - now};
+        if (close > 0)
+            t[k++] = (pres_timer_spec){"close", base + close > now ? base + close - now : 1};
+        arm(ts, org, chat_id, t, k);
+    }
+    if (n)
+        log_info("timers: %d assigned chat(s) re-armed from PostgreSQL", n);
+}
+
+/* Every 100 ms from the presence module (redis_ready: the command connection
+ * is up; became_ready: it just came up, at start or after an outage). Redis
+ * may have lost the timers (a restart without persistence), so after each
+ * (re)connect every assigned chat's timers are armed again from PostgreSQL
+ * with the deadlines they should have; overdue closes fire at once (exactly
+ * once: claims). Re-arming timers that Redis kept sets the same deadlines.
+ * A failed query is retried every REBUILD_RETRY_MS. */
+void timers__tick(chat_app *app, bool redis_ready, bool became_ready)
+{
+    timers *ts = live(app);
+    if (!ts || (app->cfg->inactivity_close_s <= 0 && app->cfg->inactivity_warn_s <= 0))
+        return;
+    if (became_ready)
+        ts->rebuild_wanted = true;
+    if (!ts->rebuild_wanted || !redis_ready || ts->rebuild_running ||
+        uv_now(app->loop) < ts->rebuild_next)
+        return;
+    ts->rebuild_running = true;
+    ts->pending++;
+    pg_query(app->pg, REBUILD_SQL, 0, NULL, on_rebuild, ts);
 }
 
 /* ---- hooks --------------------------------------------------------------------------- */

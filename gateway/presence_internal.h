@@ -31,4 +31,8 @@ pres_engine *presence__engine(chat_app *app);
 void timers__fire(chat_app *app, const char *org, const char *kind, const char *chat_id,
                   long long deadline_ms);
 
+/* Every 100 ms: after Redis became ready (start, reconnect) the timers of
+ * every assigned chat are re-armed from PostgreSQL (Redis may have lost them). */
+void timers__tick(chat_app *app, bool redis_ready, bool became_ready);
+
 #endif

@@ -15,7 +15,8 @@ import { closeAll } from "./lib.mjs";
 import { SKIP_REASON, REDIS_URL, startChatd, newOrg, person, chat, sql, closeDb, httpStatus, waitUntil, ISO_MS } from "./chatlib.mjs";
 
 const require = createRequire(import.meta.url);
-const TIMERS = { CHATD_INACTIVITY_WARN_S: "2", CHATD_INACTIVITY_CLOSE_S: "4" };
+// pingInterval 1 s: the reconciler runs every second (min(pingInterval, 5 s))
+const TIMERS = { CHATD_INACTIVITY_WARN_S: "2", CHATD_INACTIVITY_CLOSE_S: "4", CHATD_PING_INTERVAL_MS: "1000", CHATD_PING_TIMEOUT_MS: "1000" };
 const SLACK = 150; // ms: clocks of Redis, chatd and this process are one machine's
 
 let A, B, redis;
@@ -78,7 +79,8 @@ test("warning then close arrive in order on every participant on both nodes, exa
   const sent = await ctab.send(chatId, "anyone there?");
   assert.equal(sent.ok, true);
   const t0 = Date.now();
-  // Armed in Redis: both keys with a TTL, both members in the org's timers zset.
+  // Armed in Redis (right after the ack): both keys with a TTL, both members in the org's timers zset.
+  await waitUntil(async () => (await redis.zScore(`chat:{${org}}:timers`, `close:${chatId}`)) !== null, 5000, "timers armed");
   const wttl = await redis.pTTL(`chat:{${org}}:timer:warn:${chatId}`);
   const cttl = await redis.pTTL(`chat:{${org}}:timer:close:${chatId}`);
   assert.ok(wttl > 1000 && wttl <= 2000, `warn TTL ${wttl}`);
@@ -151,7 +153,7 @@ test("close-chat stops the timers; a chat that is not assigned gets none", { ski
   const org = newOrg();
   const { ctab, atab, chatId } = await assignedChat(org);
   assert.equal((await ctab.send(chatId, "hi")).ok, true);
-  assert.notEqual(await redis.zScore(`chat:{${org}}:timers`, `close:${chatId}`), null);
+  await waitUntil(async () => (await redis.zScore(`chat:{${org}}:timers`, `close:${chatId}`)) !== null, 5000, "timers armed");
   assert.equal((await atab.ack("close-chat", { chatId })).ok, true);
   await ctab.waitEvent("chat-closed", (d) => d.chatId === chatId);
   await waitUntil(async () => (await redis.zScore(`chat:{${org}}:timers`, `close:${chatId}`)) === null, 5000, "close timer stopped");
@@ -172,8 +174,9 @@ test("close-chat stops the timers; a chat that is not assigned gets none", { ski
 test("timers fire on time when Redis's expiry notifications lag (30,000 other volatile keys): the reconciler bounds the delay", { skip: SKIP_REASON, timeout: 90000 }, async (t) => {
   // Redis expires keys lazily or by a sampling cycle; with tens of thousands
   // of keys with a TTL (socket keys of a busy deployment) an `expired` event
-  // can come a minute late. The reconciler (every 5 s, grace 250 ms) claims
-  // overdue timers from the org's timers zset instead.
+  // can come a minute late. The reconciler (every pingInterval = 1 s here,
+  // at most 5 s; grace 250 ms) claims overdue timers from the org's timers
+  // zset instead.
   const pre = `h6-bulk-${Date.now()}:`;
   const N = 30000;
   for (let i = 0; i < N; i += 2000) {
@@ -186,7 +189,7 @@ test("timers fire on time when Redis's expiry notifications lag (30,000 other vo
     const { ctab, atab, chatId } = await assignedChat(org);
     assert.equal((await ctab.send(chatId, "hello?")).ok, true);
     const t0 = Date.now();
-    const bound = 5000 + 250 + 1000; // reconciler period + grace + slack
+    const bound = 1000 + 250 + 1000; // reconciler period + grace + slack
     const w = await ctab.waitFor((e) => e.event === "inactivity-warning" && e.data.chatId === chatId, 2000 + bound, "warning");
     const c = await ctab.waitFor((e) => e.event === "chat-closed" && e.data.chatId === chatId, 4000 + bound, "chat-closed");
     t.diagnostic(`with ${N} volatile keys: warning after ${w.at - t0} ms, close after ${c.at - t0} ms`);
