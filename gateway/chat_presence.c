@@ -44,7 +44,7 @@ typedef struct presence {
     int pending; /* Redis calls in flight */
     bool closing;
     bool was_ready; /* Redis was ready at the last kick */
-    rk_argv argv; /* scratch; redis_eval copies it */
+    rk_argv argv;   /* scratch; redis_eval copies it */
 } presence;
 
 enum pcall_kind { PC_ADD, PC_REMOVE, PC_BEAT, PC_STATUS };
@@ -122,8 +122,8 @@ static void send_add(presence *ps, chat_sock *cs)
 {
     const char *sid = sio_id(cs->s);
     int max_chats = cs->p.role == AUTH_ROLE_AGENT ? cs->p.max_chats : -1;
-    if (pres_build_add(&ps->argv, cs->p.org, sid, cs->role, cs->p.key, ps->ttl_ms,
-                       ps->app->node_id, max_chats) != RK_OK) {
+    if (pres_build_add(&ps->argv, cs->p.org, sid, cs->role, cs->p.key, ps->ttl_ms, ps->app->node_id,
+                       max_chats) != RK_OK) {
         log_warn("presence: cannot register socket %s (bad identity)", sid);
         return;
     }

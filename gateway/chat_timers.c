@@ -50,7 +50,7 @@ typedef struct timers {
     bool closing;
     bool rebuild_wanted, rebuild_running; /* timers__tick */
     uint64_t rebuild_next;                /* uv_now of the next attempt */
-    rk_argv argv; /* scratch; redis_eval copies it */
+    rk_argv argv;                         /* scratch; redis_eval copies it */
 } timers;
 
 /* One call in flight (copies only). */
@@ -246,10 +246,9 @@ static void on_close(void *ctx, const PGresult *res, const char *err)
 
 /* Closes only a chat that is still assigned (a chat handed back to the queue
  * or the AI keeps going even if its timers were not stopped). */
-static const char CLOSE_SQL[] =
-    "SELECT r.* FROM chats c CROSS JOIN LATERAL"
-    " chat_close(c.id, c.org_id, NULL, NULL, 'inactivity', $3) r"
-    " WHERE c.id = $1 AND c.org_id = $2 AND c.status = 'assigned'";
+static const char CLOSE_SQL[] = "SELECT r.* FROM chats c CROSS JOIN LATERAL"
+                                " chat_close(c.id, c.org_id, NULL, NULL, 'inactivity', $3) r"
+                                " WHERE c.id = $1 AND c.org_id = $2 AND c.status = 'assigned'";
 
 void timers__fire(chat_app *app, const char *org, const char *kind, const char *chat_id,
                   long long deadline_ms)
@@ -258,8 +257,9 @@ void timers__fire(chat_app *app, const char *org, const char *kind, const char *
     if (!ts)
         return;
     if (!strcmp(kind, "warn")) {
-        long long gap = ((long long)app->cfg->inactivity_close_s -
-                         (long long)app->cfg->inactivity_warn_s) * 1000;
+        long long gap =
+            ((long long)app->cfg->inactivity_close_s - (long long)app->cfg->inactivity_warn_s) *
+            1000;
         long long closes_at = deadline_ms + gap;
         if (gap <= 0 || closes_at <= wall_ms() + 100)
             return; /* the close is due: no warning right before it */
