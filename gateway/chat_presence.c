@@ -140,7 +140,9 @@ static void on_reply(void *ctx, redisReply *reply, const char *err)
     case PC_ADD: {
         pres_add_result r;
         enum rk_status st = pres_decode_add(reply, &r);
-        if (st != RK_OK)
+        if (st == RK_ERR_UNAVAILABLE) /* Redis down: registered by the beat once it is back */
+            log_debug("presence: add %s failed: %s", c->sid, err ? err : rk_strerror(st));
+        else if (st != RK_OK)
             log_warn("presence: add %s failed: %s", c->sid, err ? err : rk_strerror(st));
         else if (r.became_online && !ps->closing)
             announce(app, c->org, c->type, c->id, pres_status_str(r.status));
