@@ -98,7 +98,18 @@ static void pcall_send(pcall *c)
     redis_eval(c->ps->app->redis, &c->ps->argv, on_reply, c);
 }
 
-/* `presence` to agents:{org} on every node. Agents only (SPEC 12.15). */
+/* `presence` to agents:{org} on every node. Agents only (SPEC 12.15).
+ *
+ * Ordering: each change is decided by one script, so Redis orders them; but
+ * a node delivering its own changes locally at once (chat_emit_room) would
+ * let an observer on node B see B's `online` before A's earlier `offline`
+ * still crossing Redis (last tab closed on A, new tab on B a moment later),
+ * and keep the wrong final state. So presence events are only published, as
+ * a fan-out room event (format at the top of chat_core.c) with the node field
+ * "*", which every node, this one included, delivers when it comes back from
+ * Redis: all observers see one order, the order of the PUBLISHes. Without
+ * Redis (no change can be decided then anyway) it falls back to
+ * chat_emit_room. */
 static void announce(chat_app *app, const char *org, const char *type, const char *id,
                      const char *status)
 {
@@ -113,7 +124,17 @@ static void announce(chat_app *app, const char *org, const char *type, const cha
     buf_putc(&b, '}');
     char room[300];
     snprintf(room, sizeof room, "agents:%s", org);
-    chat_emit_room(app, room, "presence", b.data, NULL, false);
+    if (!redis_is_ready(app->redis)) {
+        chat_emit_room(app, room, "presence", b.data, NULL, false);
+    } else {
+        buf_t msg;
+        buf_init(&msg);
+        buf_printf(&msg, "E\n*\n%s\n0\n[\"presence\",", room);
+        buf_append(&msg, b.data, b.len);
+        buf_putc(&msg, ']');
+        redis_publish(app->redis, CHAT_FANOUT_CHANNEL, msg.data, msg.len, NULL, NULL);
+        buf_free(&msg);
+    }
     buf_free(&b);
 }
 
