@@ -21,6 +21,7 @@ const SKILLS = 50;
 const OPENS = Number(process.env.QB_OPENS || 2000);
 const PICKS = Number(process.env.QB_PICKS || 2000);
 const CONC = Number(process.env.QB_CONCURRENCY || 32);
+const AGENTS = Number(process.env.QB_AGENTS || 100);
 
 const pct = (xs, p) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -97,9 +98,9 @@ try {
   console.log(`open + enqueue (socket chat-message -> chat_open -> queue_enqueue -> chat-state), concurrency ${CONC}, ${await redis.zCard(qkey)} waiting after: ${((OPENS / dt) * 1000).toFixed(0)} ops/s, ${fmt(openLat)}`);
   for (const s of custs) s.close();
 
-  // 3. pick-next by 100 agents with 10 of the 50 skills each
+  // 3. pick-next by AGENTS agents with 10 of the 50 skills each
   const agents = [];
-  for (let i = 0; i < 100; i++) {
+  for (let i = 0; i < AGENTS; i++) {
     const skills = Array.from({ length: 10 }, (_, k) => `s${(i * 3 + k * 5) % SKILLS}`);
     agents.push(await chat(i % 2 ? A.url : B.url, { token: token({ org, typ: "agent", sub: `qa${i}`, name: `QA${i}`, skills, extra: { max_chats: 100000 } }) }));
   }
@@ -115,7 +116,7 @@ try {
     if (!r.chat) empty++;
   });
   dt = performance.now() - t0;
-  console.log(`pick-next (Redis pick + chat_assign + last 50 messages), concurrency ${CONC}, ${PICKS} picks (${empty} empty), ${await redis.zCard(qkey)} waiting after: ${((PICKS / dt) * 1000).toFixed(0)} ops/s, ${fmt(pickLat)}`);
+  console.log(`pick-next by ${AGENTS} agents (each gets every queue-notification) (Redis pick + chat_assign + last 50 messages), concurrency ${CONC}, ${PICKS} picks (${empty} empty), ${await redis.zCard(qkey)} waiting after: ${((PICKS / dt) * 1000).toFixed(0)} ops/s, ${fmt(pickLat)}`);
 } finally {
   closeAll();
   await redis.quit().catch(() => {});
