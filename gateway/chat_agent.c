@@ -13,7 +13,6 @@
 #include "queue/queue.h"
 #include "store/messages.h"
 
-
 #define PICK_TRIES 5
 #define MAX_SKILLS 32
 
@@ -204,8 +203,8 @@ static void on_assigned(void *ctx, const PGresult *res, const char *err)
          * (frees the capacity it took) and try the next one */
         log_info("pick-next: %s is %s in PostgreSQL, releasing the Redis pick", p->chat_id,
                  PQntuples(res) && !PQgetisnull(res, 0, 1) ? PQgetvalue(res, 0, 1) : "missing");
-        if (q_build_release(&argv, a->org, p->chat_id, false, app->cfg->default_handle_time_s,
-                            NULL, 0) == RK_OK)
+        if (q_build_release(&argv, a->org, p->chat_id, false, app->cfg->default_handle_time_s, NULL,
+                            0) == RK_OK)
             redis_eval(app->redis, &argv, on_release_logged, NULL);
         rk_argv_free(&argv);
         q_pick_result_free(p);
@@ -261,7 +260,9 @@ static void on_picked(void *ctx, redisReply *reply, const char *err)
     snprintf(at, sizeof at, "%lld", p.assigned_at_ms);
     const char *params[5] = {p.chat_id, a->org, a->agent, a->name, at};
     pg_query_opts q = {.sql = "SELECT * FROM chat_assign($1, $2, $3, $4, $5::bigint)",
-                       .nparams = 5, .params = params, .route_key = p.chat_id};
+                       .nparams = 5,
+                       .params = params,
+                       .route_key = p.chat_id};
     pg_query_ex(app->pg, &q, on_assigned, a);
 }
 
@@ -373,10 +374,12 @@ static void transfer_to_queue(agent_op *a)
     }
     if (a->note && *a->note)
         buf_printf(&text, ": %s", a->note);
-    const char *params[8] = {a->op->chat_id, a->org, "skills", NULL, a->agent, arr.data,
-                             text.data, a->note};
+    const char *params[8] = {a->op->chat_id, a->org,   "skills",  NULL,
+                             a->agent,       arr.data, text.data, a->note};
     pg_query_opts q = {.sql = "SELECT * FROM chat_requeue($1, $2, $3, $4, $5, $6::text[], $7, $8)",
-                       .nparams = 8, .params = params, .route_key = a->op->chat_id};
+                       .nparams = 8,
+                       .params = params,
+                       .route_key = a->op->chat_id};
     pg_query_ex(a->app->pg, &q, on_transfer_to_queue, a);
     buf_free(&arr);
     buf_free(&text);
@@ -426,7 +429,8 @@ static void on_transfer_agent_pg(void *ctx, const PGresult *res, const char *err
         else if (!strcmp(result, "conflict"))
             chat_ack_err(a->op->s, a->op->ack_id, "conflict", "the chat is closed");
         else if (!strcmp(result, "forbidden"))
-            chat_ack_err(a->op->s, a->op->ack_id, "forbidden", "only the assigned agent may transfer");
+            chat_ack_err(a->op->s, a->op->ack_id, "forbidden",
+                         "only the assigned agent may transfer");
         else
             chat_ack_err(a->op->s, a->op->ack_id, "not_found", "no such chat");
         agent_op_free(a);
@@ -467,7 +471,9 @@ static void transfer_agent_pg(agent_op *a, const char *name)
 {
     const char *params[6] = {a->op->chat_id, a->org, a->agent, a->target, name, a->note};
     pg_query_opts q = {.sql = "SELECT * FROM chat_transfer_agent($1, $2, $3, $4, $5, $6)",
-                       .nparams = 6, .params = params, .route_key = a->op->chat_id};
+                       .nparams = 6,
+                       .params = params,
+                       .route_key = a->op->chat_id};
     pg_query_ex(a->app->pg, &q, on_transfer_agent_pg, a);
 }
 
@@ -582,9 +588,8 @@ void chat_on_transfer(chat_sock *cs, const sio_event *ev)
         return;
     }
     agent_op *a = agent_op_new(cs, ev, chat_id);
-    a->note = cJSON_IsString(note)
-                  ? xstrndup(note->valuestring, strnlen(note->valuestring, 1000))
-                  : NULL;
+    a->note =
+        cJSON_IsString(note) ? xstrndup(note->valuestring, strnlen(note->valuestring, 1000)) : NULL;
     if (has_skills) {
         a->skills = xstrdup(sk.data ? sk.data : "");
         buf_free(&sk);
@@ -599,11 +604,13 @@ void chat_on_transfer(chat_sock *cs, const sio_event *ev)
         return;
     }
     const char *params[2] = {chat_id, cs->p.org};
-    pg_query_opts q = {
-        .sql = "SELECT status, agent_id, priority,"
-               " (extract(epoch FROM coalesce(enqueued_at, created_at)) * 1000)::bigint"
-               " FROM chats WHERE id = $1 AND org_id = $2",
-        .nparams = 2, .params = params, .route_key = chat_id};
+    pg_query_opts q = {.sql =
+                           "SELECT status, agent_id, priority,"
+                           " (extract(epoch FROM coalesce(enqueued_at, created_at)) * 1000)::bigint"
+                           " FROM chats WHERE id = $1 AND org_id = $2",
+                       .nparams = 2,
+                       .params = params,
+                       .route_key = chat_id};
     pg_query_ex(cs->app->pg, &q, on_transfer_owner, a);
 }
 

@@ -40,7 +40,6 @@
 #include "queue/queue.h"
 #include "store/messages.h"
 
-
 #define REBUILD_AFTER_POLLS 3
 #define SNAPSHOT_LIMIT 100000
 #define PUSH_DEBOUNCE_MS 100
@@ -51,9 +50,9 @@ typedef struct queue_mod {
     int poll_ms;
     int closing; /* handles still closing */
     bool polling;
-    strmap dirty;    /* org -> (void *)1: push positions soon */
-    strmap pushed;   /* org -> strmap* ("sid\nchat" -> heap "pos,eta") */
-    strmap mismatch; /* org -> struct mismatch: polls in a row with PG != Redis */
+    strmap dirty;      /* org -> (void *)1: push positions soon */
+    strmap pushed;     /* org -> strmap* ("sid\nchat" -> heap "pos,eta") */
+    strmap mismatch;   /* org -> struct mismatch: polls in a row with PG != Redis */
     strmap rebuilding; /* org -> (void *)1 while its rebuild runs */
     strmap reply_orgs; /* orgs added to chat:qreplyorgs by this process */
 } queue_mod;
@@ -206,7 +205,9 @@ static void on_enqueued(void *ctx, redisReply *reply, const char *err)
     if (st != RK_OK) {
         /* queued in PostgreSQL: the rebuild puts it into Redis */
         log_warn("queue: enqueue %s failed: %s %s", e->chat_id, rk_strerror(st),
-                 err ? err : reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "");
+                 err                                         ? err
+                 : reply && reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                             : "");
         chat_emit_state(e->app, e->org, e->chat_id, "queued", NULL, NULL);
         enq_ctx_free(e);
         return;
@@ -266,8 +267,8 @@ static void on_requeued(void *ctx, redisReply *reply, const char *err)
     queue__eta_json(&q, t.eta.position, t.eta.eta_s);
     chat_emit_state(e->app, e->org, e->chat_id, "queued", NULL, q.data);
     buf_free(&q);
-    queue__notify(e->app, e->org, "enqueued", e->chat_id, e->skills, t.priority,
-                  t.enqueued_at_ms, t.eta.queue_length);
+    queue__notify(e->app, e->org, "enqueued", e->chat_id, e->skills, t.priority, t.enqueued_at_ms,
+                  t.eta.queue_length);
     queue__changed(e->app, e->org);
     q_transfer_result_free(&t);
     enq_ctx_free(e);
@@ -610,11 +611,19 @@ static void on_reply_claim(void *ctx, redisReply *reply, const char *err)
     chat_app *app = c->app;
     if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
         reply->element[0]->type == REDIS_REPLY_INTEGER && reply->element[0]->integer == 1) {
-        const char *params[8] = {c->chat_id, c->org, "no_reply", NULL, NULL, NULL,
+        const char *params[8] = {c->chat_id,
+                                 c->org,
+                                 "no_reply",
+                                 NULL,
+                                 NULL,
+                                 NULL,
                                  "The agent did not reply in time: the chat is back in the queue",
                                  NULL};
-        pg_query_opts q = {.sql = "SELECT * FROM chat_requeue($1, $2, $3, $4, $5, $6::text[], $7, $8)",
-                           .nparams = 8, .params = params, .route_key = c->chat_id};
+        pg_query_opts q = {.sql =
+                               "SELECT * FROM chat_requeue($1, $2, $3, $4, $5, $6::text[], $7, $8)",
+                           .nparams = 8,
+                           .params = params,
+                           .route_key = c->chat_id};
         pg_query_ex(app->pg, &q, on_noreply_requeued, c);
         return;
     }
@@ -658,11 +667,20 @@ static void on_reply_due(void *ctx, redisReply *reply, const char *err)
             c->org = xstrdup(d->org);
             c->chat_id = xstrdup(due.items[i].chat_id);
             /* claimed already (removed from the zset): act as on_reply_claim does */
-            const char *params[8] = {c->chat_id, c->org, "no_reply", NULL, NULL, NULL,
-                                     "The agent did not reply in time: the chat is back in the queue",
-                                     NULL};
-            pg_query_opts q = {.sql = "SELECT * FROM chat_requeue($1, $2, $3, $4, $5, $6::text[], $7, $8)",
-                               .nparams = 8, .params = params, .route_key = c->chat_id};
+            const char *params[8] = {
+                c->chat_id,
+                c->org,
+                "no_reply",
+                NULL,
+                NULL,
+                NULL,
+                "The agent did not reply in time: the chat is back in the queue",
+                NULL};
+            pg_query_opts q = {
+                .sql = "SELECT * FROM chat_requeue($1, $2, $3, $4, $5, $6::text[], $7, $8)",
+                .nparams = 8,
+                .params = params,
+                .route_key = c->chat_id};
             pg_query_ex(d->app->pg, &q, on_noreply_requeued, c);
         }
         pres_timer_due_free(&due);
@@ -794,7 +812,8 @@ static void push_one(void *vctx, sio_socket *s)
 static bool has_local_customers(chat_app *app, const char *org)
 {
     size_t i;
-    for (strmap_entry *e = strmap_first(&app->sockets, &i); e; e = strmap_next(&app->sockets, e, &i)) {
+    for (strmap_entry *e = strmap_first(&app->sockets, &i); e;
+         e = strmap_next(&app->sockets, e, &i)) {
         chat_sock *cs = e->value;
         if (cs && cs->p.role == AUTH_ROLE_CUSTOMER && !strcmp(cs->p.org, org))
             return true;
@@ -807,8 +826,8 @@ struct snap_ctx {
     char *org;
     long long pg_count; /* -1: not from the poll (no rebuild check) */
     bool push;
-    bool have;          /* the queue_snapshot reply came */
-    q_snapshot snap;    /* its ETA inputs (no ids: limit 0) */
+    bool have;       /* the queue_snapshot reply came */
+    q_snapshot snap; /* its ETA inputs (no ids: limit 0) */
 };
 
 static void maybe_rebuild(chat_app *app, const char *org, long long pg_count,
@@ -931,7 +950,8 @@ void queue__changed(chat_app *app, const char *org)
         uv_timer_start(&qm->push, on_push_timer, PUSH_DEBOUNCE_MS, 0);
 }
 
-/* ---- rebuild from PostgreSQL ------------------------------------------------------------------ */
+/* ---- rebuild from PostgreSQL ------------------------------------------------------------------
+ */
 
 struct rebuild_row {
     char *id, *skills;
@@ -1157,8 +1177,7 @@ struct mismatch {
 
 /* Rebuilds after REBUILD_AFTER_POLLS polls in a row that saw the same two different counts:
  * picks and enqueues in flight make the counts differ for a moment, never stably. */
-static void maybe_rebuild(chat_app *app, const char *org, long long pg_count,
-                          long long redis_count)
+static void maybe_rebuild(chat_app *app, const char *org, long long pg_count, long long redis_count)
 {
     queue_mod *qm = qmod(app);
     size_t olen = strlen(org);
@@ -1198,7 +1217,8 @@ static void on_poll_orgs(void *ctx, const PGresult *res, const char *err)
     strmap local;
     strmap_init(&local);
     size_t j;
-    for (strmap_entry *e = strmap_first(&app->sockets, &j); e; e = strmap_next(&app->sockets, e, &j)) {
+    for (strmap_entry *e = strmap_first(&app->sockets, &j); e;
+         e = strmap_next(&app->sockets, e, &j)) {
         chat_sock *cs = e->value;
         if (cs && cs->p.role == AUTH_ROLE_CUSTOMER)
             strmap_put(&local, cs->p.org, strlen(cs->p.org), (void *)1);
@@ -1236,9 +1256,8 @@ static void on_poll(uv_timer_t *t)
         return;
     reconcile_replies(app);
     qm->polling = true;
-    pg_query(app->pg,
-             "SELECT org_id, count(*) FROM chats WHERE status = 'queued' GROUP BY org_id", 0, NULL,
-             on_poll_orgs, app);
+    pg_query(app->pg, "SELECT org_id, count(*) FROM chats WHERE status = 'queued' GROUP BY org_id",
+             0, NULL, on_poll_orgs, app);
 }
 
 /* ---- start / stop --------------------------------------------------------------------------- */
@@ -1271,7 +1290,8 @@ static void on_handle_closed(uv_handle_t *h)
         pushed_map_free(e->value);
     strmap_free(&qm->pushed);
     strmap_free(&qm->dirty);
-    for (strmap_entry *e = strmap_first(&qm->mismatch, &i); e; e = strmap_next(&qm->mismatch, e, &i))
+    for (strmap_entry *e = strmap_first(&qm->mismatch, &i); e;
+         e = strmap_next(&qm->mismatch, e, &i))
         free(e->value);
     strmap_free(&qm->mismatch);
     strmap_free(&qm->rebuilding);

@@ -25,7 +25,8 @@ long long queue__now_ms(void);
 /* ISO-8601 "YYYY-MM-DDTHH:MM:SS.mmmZ" -> ms since the epoch (0 when malformed). */
 long long queue__iso_ms(const char *iso);
 
-/* queue-notification {type, chatId, skills, priority, waitingSeconds, queueLength} to agents:{org}. */
+/* queue-notification {type, chatId, skills, priority, waitingSeconds, queueLength} to agents:{org}.
+ */
 void queue__notify(chat_app *app, const char *org, const char *type, const char *chat_id,
                    const char *skills_csv, int priority, long long enqueued_ms,
                    long long queue_length);
