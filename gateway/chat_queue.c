@@ -13,13 +13,14 @@
  * CHATD_QUEUE_POLL_MS, 500 ms) for the changes other nodes made and for
  * presence changes (agents online/away/offline change the ETA).
  *
- * Rebuild: the same poll compares, per org with queued chats in PostgreSQL,
- * the number of queued chats there with the Redis queue length. A difference
- * seen on 3 polls in a row with the same counts (never a transient one:
- * picks and enqueues in flight) re-enqueues every queued chat from PostgreSQL (idempotent, original
- * priority, skills and enqueue time); when the Redis queue is missing
- * altogether (Redis restarted without persistence), the agents' loads and
- * assignment records are restored from the assigned chats too.
+ * Rebuild: every CHATD_QUEUE_CHECK_MS (2000 ms) one query counts the queued
+ * chats per org in PostgreSQL, compared with the Redis queue lengths. A
+ * difference seen on 3 checks in a row with the same counts (never a
+ * transient one: picks and enqueues in flight) re-enqueues every queued chat
+ * of the org from PostgreSQL (idempotent, original priority, skills and
+ * enqueue time, in batches); when the Redis queue is missing altogether
+ * (Redis restarted without persistence), the agents' loads, assignment
+ * records and average handle time are restored too.
  *
  * No-reply: key chat:{org}:qreply:CHAT (PX) + zset chat:{org}:qreplies
  * (member "reply:CHAT", score = deadline), driven by the generic timer_arm /
@@ -47,7 +48,8 @@
 typedef struct queue_mod {
     chat_app *app;
     uv_timer_t poll, push;
-    int poll_ms;
+    int poll_ms, check_ms;
+    uint64_t last_check;
     int closing; /* handles still closing */
     bool polling;
     strmap dirty;      /* org -> (void *)1: push positions soon */
@@ -1202,6 +1204,7 @@ static void maybe_rebuild(chat_app *app, const char *org, long long pg_count, lo
     rebuild(app, org, redis_count == 0);
 }
 
+/* The rebuild check: queued chats per org in PostgreSQL against the Redis queue lengths. */
 static void on_poll_orgs(void *ctx, const PGresult *res, const char *err)
 {
     chat_app *app = ctx;
@@ -1213,48 +1216,50 @@ static void on_poll_orgs(void *ctx, const PGresult *res, const char *err)
         log_debug("queue: poll: %s", err);
         return;
     }
+    for (int r = 0; r < PQntuples(res); r++)
+        snapshot(app, PQgetvalue(res, r, 0), atoll(PQgetvalue(res, r, 1)), false);
+}
+
+/* Every poll_ms: queue-position for the orgs with customers on this node (Redis only),
+ * the no-reply reconciler, and every check_ms the rebuild check (one PostgreSQL query over
+ * the queued chats, kept off the hot path: it shares the pool with pick-next). */
+static void on_poll(uv_timer_t *t)
+{
+    queue_mod *qm = t->data;
+    chat_app *app = qm->app;
+    if (!redis_up(app))
+        return;
+    reconcile_replies(app);
     /* orgs with customers on this node, in one pass over the sockets */
     strmap local;
     strmap_init(&local);
-    size_t j;
-    for (strmap_entry *e = strmap_first(&app->sockets, &j); e;
-         e = strmap_next(&app->sockets, e, &j)) {
-        chat_sock *cs = e->value;
-        if (cs && cs->p.role == AUTH_ROLE_CUSTOMER)
-            strmap_put(&local, cs->p.org, strlen(cs->p.org), (void *)1);
-    }
-    for (int r = 0; r < PQntuples(res); r++) {
-        const char *org = PQgetvalue(res, r, 0);
-        snapshot(app, org, atoll(PQgetvalue(res, r, 1)),
-                 strmap_get(&local, org, strlen(org)) != NULL);
-    }
-    strmap_free(&local);
-    /* orgs no longer queued anywhere: forget what was pushed there */
     size_t i;
+    for (strmap_entry *e = strmap_first(&app->sockets, &i); e;
+         e = strmap_next(&app->sockets, e, &i)) {
+        chat_sock *cs = e->value;
+        if (cs && cs->p.role == AUTH_ROLE_CUSTOMER &&
+            !strmap_get(&local, cs->p.org, strlen(cs->p.org))) {
+            strmap_put(&local, cs->p.org, strlen(cs->p.org), (void *)1);
+            snapshot(app, cs->p.org, -1, true);
+        }
+    }
+    /* orgs without customers here any more: forget what was pushed there */
     strmap gone;
     strmap_init(&gone);
-    for (strmap_entry *e = strmap_first(&qm->pushed, &i); e; e = strmap_next(&qm->pushed, e, &i)) {
-        bool found = false;
-        for (int r = 0; r < PQntuples(res) && !found; r++)
-            found = strlen(PQgetvalue(res, r, 0)) == e->klen &&
-                    !memcmp(PQgetvalue(res, r, 0), e->key, e->klen);
-        if (!found)
+    for (strmap_entry *e = strmap_first(&qm->pushed, &i); e; e = strmap_next(&qm->pushed, e, &i))
+        if (!strmap_get(&local, e->key, e->klen))
             strmap_put(&gone, e->key, e->klen, e->value);
-    }
     for (strmap_entry *e = strmap_first(&gone, &i); e; e = strmap_next(&gone, e, &i)) {
         strmap_del(&qm->pushed, e->key, e->klen);
         pushed_map_free(e->value);
     }
     strmap_free(&gone);
-}
+    strmap_free(&local);
 
-static void on_poll(uv_timer_t *t)
-{
-    queue_mod *qm = t->data;
-    chat_app *app = qm->app;
-    if (qm->polling || !redis_up(app) || !pg_is_ready(app->pg))
+    uint64_t now = uv_now(app->loop);
+    if (qm->polling || !pg_is_ready(app->pg) || now - qm->last_check < (uint64_t)qm->check_ms)
         return;
-    reconcile_replies(app);
+    qm->last_check = now;
     qm->polling = true;
     pg_query(app->pg, "SELECT org_id, count(*) FROM chats WHERE status = 'queued' GROUP BY org_id",
              0, NULL, on_poll_orgs, app);
@@ -1268,6 +1273,8 @@ void queue_start(chat_app *app)
     qm->app = app;
     const char *env = getenv("CHATD_QUEUE_POLL_MS");
     qm->poll_ms = env && atoi(env) > 0 ? atoi(env) : 500;
+    env = getenv("CHATD_QUEUE_CHECK_MS");
+    qm->check_ms = env && atoi(env) > 0 ? atoi(env) : 2000;
     strmap_init(&qm->dirty);
     strmap_init(&qm->pushed);
     strmap_init(&qm->mismatch);

@@ -19,7 +19,7 @@ const AHT = 120; // CHATD_DEFAULT_HANDLE_TIME_S of these nodes
 let A, B, redis;
 before(async () => {
   if (SKIP_REASON) return;
-  const env = { CHATD_DEFAULT_HANDLE_TIME_S: String(AHT), CHATD_QUEUE_POLL_MS: "200" };
+  const env = { CHATD_DEFAULT_HANDLE_TIME_S: String(AHT), CHATD_QUEUE_POLL_MS: "200", CHATD_QUEUE_CHECK_MS: "300" };
   [A, B] = await Promise.all([startChatd("queue-a", env), startChatd("queue-b", env)]);
   const { createClient } = require("redis");
   redis = createClient({ url: REDIS_URL });
@@ -294,7 +294,7 @@ test("a lost Redis queue is rebuilt from PostgreSQL (order, priority and skills 
 });
 
 test("no-reply reassignment: an agent that does not answer in time loses the chat to the front of the queue", opts, async () => {
-  const N = await startChatd("queue-noreply", { CHATD_AGENT_REPLY_TIMEOUT_S: "1", CHATD_QUEUE_POLL_MS: "200" });
+  const N = await startChatd("queue-noreply", { CHATD_AGENT_REPLY_TIMEOUT_S: "1", CHATD_QUEUE_POLL_MS: "200", CHATD_QUEUE_CHECK_MS: "300" });
   try {
     const org = newOrg();
     const cfg = await config(org);
