@@ -988,6 +988,87 @@ static void rebuild_ctx_free(struct rebuild_ctx *rc)
 
 static void rebuild_batch(struct rebuild_ctx *rc);
 
+/* Stale Redis entries (a dequeue lost while Redis or the node was down): the chats of the
+ * Redis queue that PostgreSQL says are not queued are dequeued. Only chats PostgreSQL
+ * confirms, so a chat being enqueued right now (PostgreSQL first) is never touched. */
+struct prune_ctx {
+    chat_app *app;
+    char *org;
+};
+
+static void on_prune_confirmed(void *ctx, const PGresult *res, const char *err)
+{
+    struct prune_ctx *pc = ctx;
+    if (!err && qmod(pc->app) && redis_up(pc->app)) {
+        rk_argv a;
+        rk_argv_init(&a, RK_SCRIPT_QUEUE_DEQUEUE);
+        for (int r = 0; r < PQntuples(res); r++)
+            if (q_build_dequeue(&a, pc->org, PQgetvalue(res, r, 0)) == RK_OK)
+                redis_eval(pc->app->redis, &a, on_redis_logged, "prune stale entry");
+        if (PQntuples(res))
+            log_info("queue: org %s: %d stale entries dropped from Redis", pc->org, PQntuples(res));
+        rk_argv_free(&a);
+    }
+    free(pc->org);
+    free(pc);
+}
+
+static void on_prune_members(void *ctx, redisReply *reply, const char *err)
+{
+    struct prune_ctx *pc = ctx;
+    if (!qmod(pc->app) || !reply || reply->type != REDIS_REPLY_ARRAY || !reply->elements) {
+        free(pc->org);
+        free(pc);
+        return;
+    }
+    /* the ids as a PostgreSQL text[] literal */
+    buf_t arr;
+    buf_init(&arr);
+    buf_putc(&arr, '{');
+    for (size_t i = 0; i < reply->elements; i++) {
+        const redisReply *m = reply->element[i];
+        if (m->type != REDIS_REPLY_STRING)
+            continue;
+        const char *colon = memchr(m->str, ':', m->len);
+        const char *id = colon ? colon + 1 : m->str;
+        if (arr.len > 1)
+            buf_putc(&arr, ',');
+        buf_putc(&arr, '"');
+        for (const char *p = id; p < m->str + m->len; p++) {
+            if (*p == '"' || *p == '\\')
+                buf_putc(&arr, '\\');
+            buf_putc(&arr, *p);
+        }
+        buf_putc(&arr, '"');
+    }
+    buf_putc(&arr, '}');
+    const char *params[2] = {arr.data, pc->org};
+    pg_query(pc->app->pg,
+             "SELECT x.id FROM unnest($1::text[]) AS x(id) WHERE NOT EXISTS (SELECT 1 FROM chats c"
+             " WHERE c.id = x.id AND c.org_id = $2 AND c.status = 'queued')",
+             2, params, on_prune_confirmed, pc);
+    buf_free(&arr);
+}
+
+static void prune_stale(chat_app *app, const char *org)
+{
+    rk_argv a;
+    rk_argv_init(&a, RK_NO_SCRIPT);
+    buf_t k;
+    buf_init(&k);
+    rk_key(&k, org, "queue");
+    rk_argv_args(&a, "ZRANGE");
+    rk_argv_arg(&a, k.data, k.len);
+    rk_argv_args(&a, "0");
+    rk_argv_args(&a, "-1");
+    struct prune_ctx *pc = xcalloc(1, sizeof *pc);
+    pc->app = app;
+    pc->org = xstrdup(org);
+    redis_eval(app->redis, &a, on_prune_members, pc);
+    rk_argv_free(&a);
+    buf_free(&k);
+}
+
 static void on_rebuild_enqueued(void *ctx, redisReply *reply, const char *err)
 {
     struct rebuild_ctx *rc = ctx;
@@ -1008,6 +1089,8 @@ static void rebuild_batch(struct rebuild_ctx *rc)
             log_info("queue: rebuild of org %s: %zu of %zu queued chats re-enqueued", rc->org,
                      rc->next, rc->n);
         queue__changed(app, rc->org);
+        if (qmod(app) && redis_up(app))
+            prune_stale(app, rc->org);
         rebuild_ctx_free(rc);
         return;
     }

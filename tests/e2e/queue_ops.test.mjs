@@ -291,6 +291,13 @@ test("a lost Redis queue is rebuilt from PostgreSQL (order, priority and skills 
   const got = [];
   for (let i = 0; i < 4; i++) got.push((await ag.ack("pick-next", {})).chat?.id ?? null);
   assert.deepEqual(got, [c2.chatId, c1.chatId, c3.chatId, null]);
+
+  // the other way round: an entry Redis kept for a chat PostgreSQL closed is dropped
+  const c4 = await openChat(A.url, org, cfg);
+  const c5 = await openChat(B.url, org, cfg);
+  await sql("UPDATE chats SET status = 'closed', closed_at = now() WHERE id = $1", [c4.chatId]);
+  await waitUntil(async () => (await redis.zCard(`chat:{${org}}:queue`)) === 1, 10000, "the stale entry dropped");
+  assert.equal(await redis.zRank(`chat:{${org}}:queue`, (await redis.hGet(`chat:{${org}}:qentry:${c5.chatId}`, "member")) || "-"), 0);
 });
 
 test("no-reply reassignment: an agent that does not answer in time loses the chat to the front of the queue", opts, async () => {
