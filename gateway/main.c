@@ -221,6 +221,14 @@ static int run_server(chatd_config *cfg, enum mode mode)
      * then our own handles close and the loop drains. */
     eio_close_all(srv.eio, "server shutting down");
     lws_context_destroy(srv.lws);
+    if (srv.chat) {
+        /* let the last presence removals and their replies cross to Redis
+         * before the clients are freed (agents go offline now, not at TTL) */
+        srv.shutdown_ticks = 95;
+        uv_timer_start(&srv.shutdown, on_shutdown_tick, 20, 20);
+        uv_run(srv.loop, UV_RUN_DEFAULT);
+        uv_timer_stop(&srv.shutdown);
+    }
     uv_close((uv_handle_t *)&srv.sigint, NULL);
     uv_close((uv_handle_t *)&srv.sigterm, NULL);
     uv_close((uv_handle_t *)&srv.shutdown, NULL);
