@@ -285,6 +285,7 @@ struct conn {
     struct buf inflight_post; /* polling: body of the POST in flight, resent once if a reused
                                  keep-alive connection is closed before any response byte */
     int post_retried;
+    int64_t last_seq; /* persist: last "seq" of a delivered chat-message (gap/order check) */
     uint32_t next_ack;
     int64_t ack_ts[ACK_RING];
     uint32_t ack_id[ACK_RING];
@@ -318,6 +319,7 @@ static struct {
     uint64_t expected_win, delivered_win, arrivals_win, arrivals_total;
     uint64_t acks_win, ack_errors, acks_total;
     uint64_t post_reconnects;
+    uint64_t seq_checked, seq_gaps, seq_disorder;
     uint64_t errs_connect, errs_http, errs_closed, errs_refused, errs_proto;
     double cpu0, cpu1, gen_cpu0, gen_cpu1, mach0, mach1;
     long rss_before, rss_after;
@@ -714,9 +716,29 @@ static int starts(const char *p, size_t n, const char *s)
     return n >= l && !memcmp(p, s, l);
 }
 
-static void on_delivery(const char *p, size_t n)
+/* Persisted messages carry a per-chat "seq": every socket must see them gap-free, in order. */
+static void check_seq(struct conn *c, const char *p, size_t n)
+{
+    const char *k = memmem(p, n, "\"seq\":", 6);
+    if (!k)
+        return;
+    int64_t seq = strtoll(k + 6, NULL, 10);
+    if (c->last_seq > 0) {
+        st.seq_checked++;
+        if (seq <= c->last_seq)
+            st.seq_disorder++;
+        else if (seq != c->last_seq + 1)
+            st.seq_gaps++;
+    }
+    if (seq > c->last_seq)
+        c->last_seq = seq;
+}
+
+static void on_delivery(struct conn *c, const char *p, size_t n)
 {
     int64_t t = now_ns();
+    if (opt.sc == SC_PERSIST)
+        check_seq(c, p, n);
     st.arrivals_total++;
     if (st.phase == P_MEASURE && t >= st.m_start)
         st.arrivals_win++;
@@ -756,7 +778,7 @@ static void handle_sio(struct conn *c, const char *p, size_t n)
         break;
     case '2':
         if (starts(q, ql, "[\"chat-message\""))
-            on_delivery(q, ql);
+            on_delivery(c, q, ql);
         break;
     case '3': {
         uint32_t id = (uint32_t)strtoul(q, NULL, 10);
@@ -1295,10 +1317,12 @@ static void conn_json(char *out, size_t cap)
              ",\"err_refused\":%" PRIu64 ",\"err_closed\":%" PRIu64 ",\"err_proto\":%" PRIu64
              ",\"connect_s\":%.3f,\"connect_per_s\":%.1f,\"connect_p50_ms\":%.3f,\"connect_p99_ms\":%.3f,"
              "\"connect_max_ms\":%.3f,\"rss_before_kb\":%ld,\"rss_after_kb\":%ld,\"rss_per_conn_b\":%ld,"
-             "\"alive_at_end\":%d,\"post_reconnects\":%" PRIu64,
+             "\"alive_at_end\":%d,\"post_reconnects\":%" PRIu64 ",\"seq_checked\":%" PRIu64
+             ",\"seq_gaps\":%" PRIu64 ",\"seq_disorder\":%" PRIu64,
              st.ever_ready, st.dead, st.errs_connect, st.errs_http, st.errs_refused, st.errs_closed, st.errs_proto,
              cs, cs > 0 ? st.ever_ready / cs : 0, ms(h_quantile(&st.conn, 0.5)), ms(h_quantile(&st.conn, 0.99)),
-             ms((double)st.conn.max), st.rss_before, st.rss_after, per, st.ready, st.post_reconnects);
+             ms((double)st.conn.max), st.rss_before, st.rss_after, per, st.ready, st.post_reconnects,
+             st.seq_checked, st.seq_gaps, st.seq_disorder);
 }
 
 /* ------------------------------------------------------------------------------------------ */
