@@ -1510,7 +1510,7 @@ int main(int argc, char **argv)
     st.phase = P_CONNECT;
     st.t_begin = st.t_phase = now_ns();
     st.rate = opt.rate;
-    int64_t interval_ns = 0, last_poll = 0;
+    int64_t last_poll = 0;
     struct epoll_event evs[512];
     char line[8192];
     const int64_t deadline = st.t_begin + (int64_t)((opt.connect_timeout + opt.hold + 10 +
@@ -1549,7 +1549,6 @@ int main(int argc, char **argv)
                     st.phase = P_HOLD;
                 } else {
                     st.phase = P_WARM;
-                    interval_ns = (int64_t)(1e9 / st.rate);
                     st.send_t0 = now;
                     st.send_k = 0;
                     /* the first window gets a double warm-up (JIT, caches, TCP windows) */
@@ -1594,7 +1593,6 @@ int main(int argc, char **argv)
                 }
                 send_one(ts);
             }
-            (void)interval_ns;
             break;
         }
         case P_DRAIN: {
