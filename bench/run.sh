@@ -5,7 +5,8 @@
 # ratios at the end (bench/report.js) and keeps every JSON line in $OUT/results.jsonl.
 #
 #   bash bench/run.sh                 full run (about 30 minutes on 2 cores)
-#   BENCH_QUICK=1 bash bench/run.sh   smoke run (under ~2 minutes)
+#   BENCH_QUICK=1 bash bench/run.sh   smoke run (~1 m 50 s: 1 repetition, ramps capped at 3 steps,
+#                                     persisted path at a fixed rate only)
 #
 # Knobs (environment):
 #   BUILD=build            where chatd and the bench tools are (make bench-tools)
@@ -232,6 +233,7 @@ run_persist() {
         done
     done
     for rep in $(seq 1 "$REPS"); do
+        [ "$QUICK" = 1 ] && break   # the smoke run checks the persisted path at a fixed rate only
         for t in $ptargets; do
             log "persist-ramp rep $rep: $t"
             start_server "$t" persist || continue
@@ -245,7 +247,7 @@ run_persist() {
 }
 
 if [ "$QUICK" = 1 ]; then
-    IDLE_SIZES="1000"; FD=3; FW=1; RD=2; RW=1; RSTEPS=5; STORM=2000; PROOMS=20
+    IDLE_SIZES="1000"; FD=3; FW=1; RD=2; RW=1; RSTEPS=3; STORM=2000; PROOMS=20
 else
     IDLE_SIZES="1000 5000 10000"; FD=10; FW=3; RD=4; RW=1; RSTEPS=14; STORM=5000; PROOMS=100
 fi
