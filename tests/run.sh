@@ -43,7 +43,8 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$SAN_DIR/ubsan
 export CHATD_BIN="$ROOT/build-san/chatd"
 SERVICES_UP=0
 cleanup() {
-  [ "$SERVICES_UP" = 1 ] && bash tests/services.sh stop "$TMP/services" >/dev/null 2>&1
+  # also after a partial start (e.g. Redis up, initdb failed): stop whatever it left running
+  [ -d "$TMP/services" ] && bash tests/services.sh stop "$TMP/services" >/dev/null 2>&1
   rm -rf "$TMP"
 }
 trap cleanup EXIT

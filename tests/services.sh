@@ -166,6 +166,7 @@ PG_DATA=${PG_DATA:-$DIR/pg/data}
 case "$cmd" in
 start)
     start_redis
+    write_env # a failing start_pg still leaves the Redis PID where `stop` finds it
     start_pg
     write_env
     ;;
