@@ -156,6 +156,16 @@ void chat_on_pick_next(chat_sock *cs, const sio_event *ev);     /* chat_agent.c 
 void chat_on_transfer(chat_sock *cs, const sio_event *ev);      /* chat_agent.c */
 void chat_on_request_agent(chat_sock *cs, const sio_event *ev); /* chat_agent.c */
 
+/* Who may write (send, type, close) to a chat, decided from one row of
+ * CHAT_OWNER_SQL ($1 chat id, $2 org): the owning customer, or the assigned
+ * agent (SPEC 12.8). A missing row or another customer's chat is NOT_FOUND; an
+ * agent on a closed chat is CLOSED (conflict), on someone else's FORBIDDEN.
+ * A customer writing into its own closed chat is OK here: the append answers
+ * conflict, or replays a retried clientId. Shared by the socket and REST. */
+enum chat_access { CHAT_ACCESS_OK, CHAT_ACCESS_NOT_FOUND, CHAT_ACCESS_FORBIDDEN, CHAT_ACCESS_CLOSED };
+extern const char CHAT_OWNER_SQL[];
+enum chat_access chat_write_access(const PGresult *res, const auth_principal *p);
+
 /* Payload helpers: a string member (NULL when absent or not a string). */
 const char *chat_json_str(const cJSON *obj, const char *name);
 /* An integer member >= 0 into *out; returns 0, 1 when absent, -1 when not a non-negative integer. */

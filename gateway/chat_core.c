@@ -79,6 +79,24 @@ void chat_ack_err(sio_socket *s, int64_t ack_id, const char *code, const char *m
     buf_free(&b);
 }
 
+const char CHAT_OWNER_SQL[] =
+    "SELECT customer_key, agent_id, status FROM chats WHERE id = $1 AND org_id = $2";
+
+enum chat_access chat_write_access(const PGresult *res, const auth_principal *p)
+{
+    if (PQntuples(res) == 0)
+        return CHAT_ACCESS_NOT_FOUND;
+    if (p->role == AUTH_ROLE_CUSTOMER)
+        return strcmp(PQgetvalue(res, 0, 0), p->key) ? CHAT_ACCESS_NOT_FOUND : CHAT_ACCESS_OK;
+    const char *status = PQgetvalue(res, 0, 2);
+    if (!strcmp(status, "closed"))
+        return CHAT_ACCESS_CLOSED;
+    if (PQgetisnull(res, 0, 1) || strcmp(PQgetvalue(res, 0, 1), p->sub) != 0 ||
+        strcmp(status, "assigned") != 0)
+        return CHAT_ACCESS_FORBIDDEN;
+    return CHAT_ACCESS_OK;
+}
+
 chat_op *chat_op_new(sio_socket *s, int64_t ack_id, const char *chat_id)
 {
     chat_op *op = xcalloc(1, sizeof *op);

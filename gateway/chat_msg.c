@@ -151,30 +151,24 @@ static void on_owner_check(void *ctx, const PGresult *res, const char *err)
     chat_sock *cs = chat_op_sock(op);
     if (err) {
         chat_op_fail(op, err, res);
-    } else if (PQntuples(res) == 0) {
-        chat_ack_err(op->s, op->ack_id, "not_found", "no such chat");
-    } else if (!cs) {
-        /* gone */
-    } else if (is_customer(cs) ? strcmp(PQgetvalue(res, 0, 0), cs->p.key) != 0 : false) {
-        chat_ack_err(op->s, op->ack_id, "not_found", "no such chat");
-    } else if (!is_customer(cs) && (PQgetisnull(res, 0, 1) ||
-                                    strcmp(PQgetvalue(res, 0, 1), cs->p.sub) != 0 ||
-                                    strcmp(PQgetvalue(res, 0, 2), "assigned") != 0)) {
-        /* an agent who is not the assigned one; a closed chat is a conflict */
-        if (!strcmp(PQgetvalue(res, 0, 2), "closed"))
+    } else if (cs) {
+        switch (chat_write_access(res, &cs->p)) {
+        case CHAT_ACCESS_OK:
+            op->next(cs, op); /* allowed: continue with what the op was for */
+            return;
+        case CHAT_ACCESS_NOT_FOUND:
+            chat_ack_err(op->s, op->ack_id, "not_found", "no such chat");
+            break;
+        case CHAT_ACCESS_CLOSED:
             chat_ack_err(op->s, op->ack_id, "conflict", "the chat is closed");
-        else
+            break;
+        case CHAT_ACCESS_FORBIDDEN:
             chat_ack_err(op->s, op->ack_id, "forbidden", "only the assigned agent may do this");
-    } else {
-        /* allowed: continue with what the op was for */
-        op->next(cs, op);
-        return;
+            break;
+        }
     }
     chat_op_free(op);
 }
-
-static const char OWNER_SQL[] =
-    "SELECT customer_key, agent_id, status FROM chats WHERE id = $1 AND org_id = $2";
 
 /* Runs next(cs, op) once the caller may write to op->chat_id: the owning
  * customer or the assigned agent (SPEC 12.8). A customer socket that is in
@@ -187,7 +181,7 @@ static void with_write_access(chat_sock *cs, chat_op *op, void (*next)(chat_sock
     }
     op->next = next;
     const char *params[2] = {op->chat_id, cs->p.org};
-    pg_query(cs->app->pg, OWNER_SQL, 2, params, on_owner_check, op);
+    pg_query(cs->app->pg, CHAT_OWNER_SQL, 2, params, on_owner_check, op);
 }
 
 static void append_next(chat_sock *cs, chat_op *op)

@@ -62,9 +62,6 @@ bool eio_is_closed(const eio_sock *s);
 void *eio_get_user(const eio_sock *s);
 void eio_set_user(eio_sock *s, void *user);
 const char *eio_sid(const eio_sock *s);
-const char *eio_peer(const eio_sock *s);
-const char *eio_transport(const eio_sock *s);
-eio_server *eio_server_of(const eio_sock *s);
 
 /* ---- for the lws shell only ---------------------------------------------- */
 struct lws;

@@ -188,13 +188,7 @@ void eio_server_free(eio_server *srv)
 void *eio_get_user(const eio_sock *s) { return s->user; }
 void eio_set_user(eio_sock *s, void *user) { s->user = user; }
 const char *eio_sid(const eio_sock *s) { return s->sid; }
-const char *eio_peer(const eio_sock *s) { return s->peer; }
 bool eio_is_closed(const eio_sock *s) { return s->closed; }
-eio_server *eio_server_of(const eio_sock *s) { return s->srv; }
-const char *eio_transport(const eio_sock *s)
-{
-    return s->transport == T_WEBSOCKET ? "websocket" : "polling";
-}
 
 /* ---- queue ------------------------------------------------------------------- */
 

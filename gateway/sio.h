@@ -86,8 +86,6 @@ size_t sio_broadcast(sio_nsp *nsp, const char *room, const char *args, size_t le
 /* Builds the frames of an EVENT once (for callers that fan out themselves). */
 int sio_event_frames(const sio_nsp *nsp, const char *args, size_t len, gw_frame **att, int natt,
                      gw_frame **out, int maxout);
-size_t sio_broadcast_frames(sio_nsp *nsp, const char *room, gw_frame **frames, int nframes,
-                            const sio_socket *except, unsigned flags);
 /* Queues ready-made frames (from sio_event_frames) for one socket. */
 int sio_send_frames(sio_socket *s, gw_frame **frames, int nframes, unsigned flags);
 /* Calls fn for every member of room (a snapshot: fn may join, leave or

@@ -343,8 +343,8 @@ int sio_event_frames(const sio_nsp *nsp, const char *args, size_t len, gw_frame 
     return encode(nsp->srv, nsp, SIO_EVENT, -1, args, len, att, natt, out, maxout);
 }
 
-size_t sio_broadcast_frames(sio_nsp *nsp, const char *room, gw_frame **frames, int nframes,
-                            const sio_socket *except, unsigned flags)
+static size_t broadcast_frames(sio_nsp *nsp, const char *room, gw_frame **frames, int nframes,
+                               const sio_socket *except, unsigned flags)
 {
     struct room *r = strmap_get(&nsp->rooms, room, strlen(room));
     if (!r)
@@ -418,7 +418,7 @@ size_t sio_broadcast(sio_nsp *nsp, const char *room, const char *args, size_t le
     int n = sio_event_frames(nsp, args, len, att, natt, frames, SIO_MAX_ATTACHMENTS + 1);
     if (n < 0)
         return 0;
-    size_t sent = sio_broadcast_frames(nsp, room, frames, n, except, flags);
+    size_t sent = broadcast_frames(nsp, room, frames, n, except, flags);
     for (int i = 0; i < n; i++)
         frame_unref(frames[i]);
     return sent;

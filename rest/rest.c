@@ -304,18 +304,21 @@ static void on_post_owner(void *ctx, const PGresult *res, const char *err)
     rest_call *c = ctx;
     if (err) {
         fail_pg(c, res, err);
-    } else if (PQntuples(res) == 0 ||
-               (is_customer(c) && strcmp(PQgetvalue(res, 0, 0), c->p.key) != 0)) {
-        http_respond_error(c->req, 404, "not_found", "no such chat");
-    } else if (!is_customer(c) && strcmp(PQgetvalue(res, 0, 2), "closed") == 0) {
-        http_respond_error(c->req, 409, "conflict", "the chat is closed");
-    } else if (!is_customer(c) && (PQgetisnull(res, 0, 1) ||
-                                   strcmp(PQgetvalue(res, 0, 1), c->p.sub) != 0 ||
-                                   strcmp(PQgetvalue(res, 0, 2), "assigned") != 0)) {
-        http_respond_error(c->req, 403, "forbidden", "only the assigned agent may write");
     } else {
-        do_append(c);
-        return;
+        switch (chat_write_access(res, &c->p)) {
+        case CHAT_ACCESS_OK:
+            do_append(c);
+            return;
+        case CHAT_ACCESS_NOT_FOUND:
+            http_respond_error(c->req, 404, "not_found", "no such chat");
+            break;
+        case CHAT_ACCESS_CLOSED:
+            http_respond_error(c->req, 409, "conflict", "the chat is closed");
+            break;
+        case CHAT_ACCESS_FORBIDDEN:
+            http_respond_error(c->req, 403, "forbidden", "only the assigned agent may write");
+            break;
+        }
     }
     call_free(c);
 }
@@ -344,8 +347,7 @@ static void on_post_body(http_req *req)
         return;
     }
     const char *params[2] = {c->chat_id, c->p.org};
-    pg_query(c->app->pg, "SELECT customer_key, agent_id, status FROM chats WHERE id = $1 AND org_id = $2",
-             2, params, on_post_owner, c);
+    pg_query(c->app->pg, CHAT_OWNER_SQL, 2, params, on_post_owner, c);
 }
 
 static void on_post_abort(http_req *req)
