@@ -51,6 +51,7 @@ static const struct setting {
     S("CHATD_MAX_OUTBOUND_BYTES", "max-outbound-bytes", K_I64, max_outbound_bytes, "1048576", "per-socket outbound bound"),
     S("CHATD_RATE_EVENTS_PER_S", "rate-events-per-s", K_INT, rate_events_per_s, "50", "per-socket events/s (burst 4x)"),
     S("CHATD_RATE_CONN_PER_S", "rate-conn-per-s", K_INT, rate_conn_per_s, "200", "per-IP connections/s (burst 4x)"),
+    S("CHATD_RECOVERY_MS", "recovery-ms", K_INT, recovery_ms, "120000", "how long a dropped socket's state is kept for Socket.IO connection state recovery (0 = off)"),
     S("CHATD_NODE_ID", "node-id", K_STR, node_id, NULL, "node name in a cluster (hostname:port)"),
 #undef S
 };

@@ -40,6 +40,7 @@ typedef struct chatd_config {
     int64_t max_outbound_bytes;  /* CHATD_MAX_OUTBOUND_BYTES (1048576) */
     int rate_events_per_s;       /* CHATD_RATE_EVENTS_PER_S (50, burst 4x) */
     int rate_conn_per_s;         /* CHATD_RATE_CONN_PER_S (200, burst 4x) */
+    int recovery_ms;             /* CHATD_RECOVERY_MS (120000; 0 = no state recovery) */
     char *node_id;       /* CHATD_NODE_ID (hostname:port) */
 } chatd_config;
 

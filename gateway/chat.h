@@ -13,7 +13,9 @@
 #include "common/config.h"
 #include "common/strmap.h"
 #include "gateway/auth.h"
+#include "gateway/csr.h"
 #include "gateway/sio.h"
+#include "store/messages.h"
 #include "store/pg.h"
 #include "store/redis.h"
 
@@ -63,6 +65,13 @@ typedef struct chat_sock {
     /* after catch-up: chatId -> seq the socket has; later deliveries at or
      * below it are skipped (this node may still be behind another node) */
     cJSON *floors;
+    /* connection state recovery (csr.h): what was sent, for the record kept
+     * when the socket drops; pid of the session; a recovery being applied */
+    csr_log csr;
+    char pid[24];
+    bool recovered;
+    char recover_sid[24];
+    cJSON *recover_have; /* chatId -> seq, until the session answer is built */
     /* event rate limit: token bucket */
     double tokens;
     uint64_t refill_ms;
@@ -97,12 +106,19 @@ void chat_ack_err(sio_socket *s, int64_t ack_id, const char *code, const char *m
  * volatile: may be dropped for backed-up sockets. */
 void chat_emit_room(chat_app *app, const char *room, const char *event, const char *payload,
                     const sio_socket *except, bool is_volatile);
+/* ["chat-message", <message>, "<chatId>:<seq>"]: the trailing string is the
+ * Socket.IO recovery offset (csr.h). */
+void chat_message_args(buf_t *b, const char *chat_id, int64_t seq, const char *message_json,
+                       size_t message_len);
+void chat_message_args_row(buf_t *b, const pg_message *m);
 /* Emits a persisted chat-message (seq-tagged, so held catch-up deliveries de-duplicate). */
 void chat_emit_message(chat_app *app, const char *org, const char *chat_id, int64_t seq,
                        const char *message_json);
 /* Delivery order of persisted messages per chat on this node (chat_order.c). */
 void chat_order_start(chat_app *app);
 void chat_order_stop(chat_app *app);
+/* Last seq this node delivered to a chat's room (or was told at a join); -1 when unknown. */
+int64_t chat_order_last(chat_app *app, const char *chat_id);
 /* A socket of this node joined a chat whose last seq was last_seq then. */
 void chat_order_seen(chat_app *app, const char *chat_id, int64_t last_seq);
 /* Delivers message `seq` of a chat in order (may hold it behind a gap). */

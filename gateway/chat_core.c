@@ -183,7 +183,8 @@ static void deliver_one(void *vctx, sio_socket *s)
             cs->floors = NULL;
         }
     }
-    sio_send_frames(s, &d->frame, 1, d->flags);
+    if (sio_send_frames(s, &d->frame, 1, d->flags) == 0 && d->chat_id && cs)
+        csr_log_note(&cs->csr, d->chat_id, d->seq);
 }
 
 void chat_deliver_frame(chat_app *app, const char *room, const char *chat_id, int64_t seq,
@@ -238,6 +239,25 @@ void chat_emit_room(chat_app *app, const char *room, const char *event, const ch
     buf_free(&msg);
 }
 
+void chat_message_args(buf_t *b, const char *chat_id, int64_t seq, const char *message_json,
+                       size_t message_len)
+{
+    buf_puts(b, "[\"chat-message\",");
+    buf_append(b, message_json, message_len);
+    buf_putc(b, ',');
+    csr_offset_json(b, chat_id, seq);
+    buf_putc(b, ']');
+}
+
+void chat_message_args_row(buf_t *b, const pg_message *m)
+{
+    buf_puts(b, "[\"chat-message\",");
+    pg_message_to_json(m, b);
+    buf_putc(b, ',');
+    csr_offset_json(b, m->chat_id, m->seq);
+    buf_putc(b, ']');
+}
+
 void chat_emit_message(chat_app *app, const char *org, const char *chat_id, int64_t seq,
                        const char *message_json)
 {
@@ -245,7 +265,7 @@ void chat_emit_message(chat_app *app, const char *org, const char *chat_id, int6
     buf_t args, msg;
     buf_init(&args);
     buf_init(&msg);
-    event_args(&args, "chat-message", message_json);
+    chat_message_args(&args, chat_id, seq, message_json, strlen(message_json));
     deliver_local(app, room, args.data, args.len, NULL, 0, chat_id, seq);
     buf_printf(&msg, "M\n%s\n%s\n%s\n%lld\n", app->node_id, room, chat_id, (long long)seq);
     buf_append(&msg, args.data, args.len);
@@ -258,15 +278,21 @@ void chat_emit_message(chat_app *app, const char *org, const char *chat_id, int6
 struct join_ctx {
     const char *room;
     bool join;
+    const char *chat_id; /* with last_seq: where a joining socket starts (or NULL) */
+    int64_t last_seq;
 };
 
 static void join_one(void *vctx, sio_socket *s)
 {
     struct join_ctx *j = vctx;
-    if (j->join)
-        sio_join(s, j->room);
-    else
+    if (!j->join) {
         sio_leave(s, j->room);
+        return;
+    }
+    chat_sock *cs = sio_get_user(s);
+    if (cs && j->chat_id && !sio_in_room(s, j->room))
+        csr_log_seed(&cs->csr, j->chat_id, j->last_seq);
+    sio_join(s, j->room);
 }
 
 /* chat_id/last_seq (optional): the chat's last seq when the join was decided,
@@ -276,7 +302,7 @@ static void identity_op(chat_app *app, const char *identity, const char *room, b
 {
     if (join && chat_id && last_seq >= 0)
         chat_order_seen(app, chat_id, last_seq);
-    struct join_ctx j = {room, join};
+    struct join_ctx j = {room, join, last_seq >= 0 ? chat_id : NULL, last_seq};
     sio_room_foreach(app->nsp, identity, join_one, &j);
     if (!pub)
         return;
@@ -393,6 +419,8 @@ static void chat_sock_free(chat_sock *cs)
     free(cs->identity_room);
     free(cs->config_id);
     cJSON_Delete(cs->floors);
+    cJSON_Delete(cs->recover_have);
+    csr_log_free(&cs->csr);
     for (size_t i = 0; i < cs->nheld; i++) {
         free(cs->held[i].chat_id);
         frame_unref(cs->held[i].frame);
@@ -417,8 +445,9 @@ static void release_held(chat_sock *cs, const cJSON *delivered)
     for (size_t i = 0; i < cs->nheld; i++) {
         struct held_msg *h = &cs->held[i];
         const cJSON *upto = cJSON_GetObjectItemCaseSensitive(delivered, h->chat_id);
-        if (!cJSON_IsNumber(upto) || (double)h->seq > upto->valuedouble)
-            sio_send_frames(cs->s, &h->frame, 1, 0);
+        if ((!cJSON_IsNumber(upto) || (double)h->seq > upto->valuedouble) &&
+            sio_send_frames(cs->s, &h->frame, 1, 0) == 0)
+            csr_log_note(&cs->csr, h->chat_id, h->seq);
         free(h->chat_id);
         frame_unref(h->frame);
     }
@@ -441,10 +470,9 @@ static void on_catchup(void *ctx, const PGresult *res, const char *err)
             if (pg_message_from_row(res, r, &m) != 0)
                 continue;
             buf_reset(&b);
-            buf_puts(&b, "[\"chat-message\",");
-            pg_message_to_json(&m, &b);
-            buf_putc(&b, ']');
-            sio_emit(cs->s, b.data, b.len, NULL, 0, 0);
+            chat_message_args_row(&b, &m);
+            if (sio_emit(cs->s, b.data, b.len, NULL, 0, 0) == 0)
+                csr_log_note(&cs->csr, m.chat_id, m.seq);
             cJSON *cur = cJSON_GetObjectItemCaseSensitive(op->json, m.chat_id);
             if (cur)
                 cJSON_SetNumberValue(cur, (double)m.seq);
@@ -495,6 +523,21 @@ static bool start_catchup(chat_sock *cs, const cJSON *last_seq)
     return true;
 }
 
+/* An agent's recovered socket follows again the chats it followed (assigned
+ * ones come back from the session query as well; observed ones only from the
+ * record). A customer's chats all come from the session query. */
+static void rejoin_recovered(chat_sock *cs)
+{
+    if (cs->recovered && cs->p.role == AUTH_ROLE_AGENT)
+        for (const cJSON *e = cs->recover_have ? cs->recover_have->child : NULL; e; e = e->next) {
+            char *room = chat_room(cs->p.org, e->string);
+            sio_join(cs->s, room);
+            free(room);
+        }
+    cJSON_Delete(cs->recover_have);
+    cs->recover_have = NULL;
+}
+
 static void on_session_chats(void *ctx, const PGresult *res, const char *err)
 {
     chat_op *op = ctx;
@@ -513,7 +556,11 @@ static void on_session_chats(void *ctx, const PGresult *res, const char *err)
         return;
     }
     chat_app *app = cs->app;
-    sio_accept(s);
+    if (cs->recovered && strmap_get(&app->sockets, cs->recover_sid, strlen(cs->recover_sid))) {
+        cs->recovered = false; /* its old socket is still here: start afresh */
+        sio_random_id(cs->pid);
+    }
+    sio_accept_recoverable(s, cs->recovered ? cs->recover_sid : NULL, cs->pid);
     if (!sio_connected(s)) { /* the transport went away meanwhile */
         sio_set_user(s, NULL);
         chat_sock_free(cs);
@@ -527,6 +574,11 @@ static void on_session_chats(void *ctx, const PGresult *res, const char *err)
         snprintf(room, sizeof room, "agents:%s", cs->p.org);
         sio_join(s, room);
     }
+    /* what the client has, per chat: its context.lastSeq or the recovered
+     * state first, then (for other chats) the seq it is told now */
+    for (const cJSON *e = cJSON_IsObject(op->json) ? op->json->child : NULL; e; e = e->next)
+        if (e->string && cJSON_IsNumber(e) && e->valuedouble >= 0)
+            csr_log_seed(&cs->csr, e->string, (int64_t)e->valuedouble);
     buf_t b;
     buf_init(&b);
     buf_puts(&b, "[\"session\",{\"role\":\"");
@@ -545,6 +597,7 @@ static void on_session_chats(void *ctx, const PGresult *res, const char *err)
         const char *id = PQgetvalue(res, r, 0);
         char *room = chat_room(cs->p.org, id);
         chat_order_seen(app, id, atoll(PQgetvalue(res, r, 2)));
+        csr_log_seed(&cs->csr, id, atoll(PQgetvalue(res, r, 2)));
         sio_join(s, room);
         free(room);
         if (r)
@@ -555,7 +608,11 @@ static void on_session_chats(void *ctx, const PGresult *res, const char *err)
         buf_json_str(&b, PQgetvalue(res, r, 1), strlen(PQgetvalue(res, r, 1)));
         buf_printf(&b, ",\"lastSeq\":%s}", PQgetvalue(res, r, 2));
     }
-    buf_puts(&b, "]}]");
+    buf_puts(&b, "]");
+    if (cs->recovered)
+        buf_puts(&b, ",\"recovered\":true");
+    buf_puts(&b, "}]");
+    rejoin_recovered(cs);
     sio_emit(s, b.data, b.len, NULL, 0, 0);
     buf_free(&b);
     app->stats.connects++;
@@ -619,6 +676,63 @@ void chat_on_redis_state(void *ctx, enum redis_state st, const char *err)
         app->redis_was_down = false;
 }
 
+static void start_session(chat_sock *cs, chat_op *op)
+{
+    const char *params[2] = {cs->p.org, cs->p.role == AUTH_ROLE_AGENT ? cs->p.sub : cs->p.key};
+    pg_query(cs->app->pg, cs->p.role == AUTH_ROLE_AGENT ? SESSION_AGENT_SQL : SESSION_CUSTOMER_SQL,
+             2, params, on_session_chats, op);
+}
+
+/* Our pids are sio_random_id()s: 20 characters of [A-Za-z0-9_-]. */
+static bool pid_ok(const char *pid)
+{
+    size_t n = strlen(pid);
+    if (n != 20)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = pid[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+/* GETDEL of the recovery record: a pid is recovered at most once. */
+static void on_recover_record(void *ctx, redisReply *reply, const char *err)
+{
+    chat_op *op = ctx;
+    sio_socket *s = op->s;
+    chat_sock *cs = sio_get_user(s);
+    if (!cs || !sio_eio(s)) { /* the transport went away meanwhile (or shutdown) */
+        sio_set_user(s, NULL);
+        chat_sock_free(cs);
+        chat_op_free(op);
+        return;
+    }
+    csr_recovery rec;
+    const char *why = "no record (expired, taken, or never kept)";
+    if (!err && reply && reply->type == REDIS_REPLY_STRING &&
+        csr_recover(reply->str, reply->len, cs->identity_room, op->str, &rec, &why) == 0) {
+        cs->recovered = true;
+        snprintf(cs->recover_sid, sizeof cs->recover_sid, "%s", rec.sid);
+        /* the recovered state wins over the client's context.lastSeq */
+        if (!cJSON_IsObject(op->json)) {
+            cJSON_Delete(op->json);
+            op->json = cJSON_CreateObject();
+        }
+        for (const cJSON *e = rec.have->child; e; e = e->next) {
+            cJSON_DeleteItemFromObjectCaseSensitive(op->json, e->string);
+            cJSON_AddNumberToObject(op->json, e->string, e->valuedouble);
+        }
+        cs->recover_have = rec.have;
+    } else {
+        log_debug("chat: session %s not recovered: %s", cs->pid, err ? err : why);
+        sio_random_id(cs->pid);
+    }
+    start_session(cs, op);
+}
+
 static void chat_connect(void *ctx, sio_socket *s, const cJSON *auth, const char *raw, size_t len)
 {
     chat_app *app = ctx;
@@ -648,9 +762,67 @@ static void chat_connect(void *ctx, sio_socket *s, const cJSON *auth, const char
     chat_op *op = chat_op_new(s, -1, NULL);
     const cJSON *ls = cJSON_GetObjectItemCaseSensitive(context, "lastSeq");
     op->json = ls ? cJSON_Duplicate(ls, 1) : NULL;
-    const char *params[2] = {cs->p.org, cs->p.role == AUTH_ROLE_AGENT ? cs->p.sub : cs->p.key};
-    pg_query(app->pg, cs->p.role == AUTH_ROLE_AGENT ? SESSION_AGENT_SQL : SESSION_CUSTOMER_SQL, 2,
-             params, on_session_chats, op);
+    /* socket.io-client sends back the pid of its last session and the last
+     * offset it saw (csr.h) */
+    const char *pid = chat_json_str(auth, "pid");
+    const char *offset = chat_json_str(auth, "offset");
+    if (pid && pid_ok(pid) && app->cfg->recovery_ms > 0 && app->redis &&
+        redis_is_ready(app->redis)) {
+        snprintf(cs->pid, sizeof cs->pid, "%s", pid);
+        op->str = offset ? xstrdup(offset) : NULL;
+        buf_t key;
+        buf_init(&key);
+        rk_key2(&key, cs->p.org, "recover:", pid);
+        redis_cmd(app->redis, on_recover_record, op, "GETDEL", key.data, NULL);
+        buf_free(&key);
+        return;
+    }
+    sio_random_id(cs->pid);
+    start_session(cs, op);
+}
+
+/* The socket of a dropped session that may be recovered: its record, kept
+ * CHATD_RECOVERY_MS in Redis for whichever node the client comes back to. */
+struct follow_ctx {
+    chat_sock *cs;
+    cJSON *follows;
+    char prefix[300];
+};
+
+static void add_follow(void *vctx, const char *room)
+{
+    struct follow_ctx *f = vctx;
+    size_t n = strlen(f->prefix);
+    if (strncmp(room, f->prefix, n) != 0 || !room[n])
+        return;
+    const char *chat_id = room + n;
+    int64_t last = csr_log_last(&f->cs->csr, chat_id);
+    if (last < 0) /* joined without a known seq: what this node delivered is what it got */
+        last = chat_order_last(f->cs->app, chat_id);
+    if (last >= 0)
+        cJSON_AddNumberToObject(f->follows, chat_id, (double)last);
+}
+
+static void chat_disconnecting(void *ctx, sio_socket *s, const char *reason)
+{
+    chat_app *app = ctx;
+    chat_sock *cs = sio_get_user(s);
+    if (!cs || !csr_reason_recoverable(reason) || app->cfg->recovery_ms <= 0 || !app->redis ||
+        !redis_is_ready(app->redis))
+        return;
+    struct follow_ctx f = {cs, cJSON_CreateObject(), ""};
+    snprintf(f.prefix, sizeof f.prefix, "chat:%s:", cs->p.org);
+    sio_socket_rooms(s, add_follow, &f);
+    char *record = csr_record_json(&cs->csr, sio_id(s), cs->identity_room, f.follows);
+    buf_t key;
+    char px[24];
+    buf_init(&key);
+    rk_key2(&key, cs->p.org, "recover:", cs->pid);
+    snprintf(px, sizeof px, "%d", app->cfg->recovery_ms);
+    redis_cmd(app->redis, NULL, NULL, "SET", key.data, record, "PX", px, NULL);
+    buf_free(&key);
+    free(record);
+    cJSON_Delete(f.follows);
 }
 
 static void chat_disconnect(void *ctx, sio_socket *s, const char *reason)
@@ -755,7 +927,7 @@ chat_app *chat_app_new(uv_loop_t *loop, const chatd_config *cfg, sio_server *sio
              (unsigned)(uv_hrtime() ^ (uint64_t)rand()));
     strmap_init(&app->sockets);
     chat_order_start(app);
-    sio_nsp_ops ops = {chat_connect, chat_event, chat_disconnect};
+    sio_nsp_ops ops = {chat_connect, chat_event, chat_disconnect, chat_disconnecting};
     app->nsp = sio_add_namespace(sio, "/chat", &ops, app);
     if (redis)
         chat_app_set_redis(app, redis);

@@ -94,6 +94,12 @@ void chat_order_seen(chat_app *app, const char *chat_id, int64_t last_seq)
     c->touched = uv_now(app->loop);
 }
 
+int64_t chat_order_last(chat_app *app, const char *chat_id)
+{
+    struct ochat *c = app->order ? get(app->order, chat_id, false) : NULL;
+    return c ? c->last : -1;
+}
+
 /* Delivers consecutive pending messages. */
 static void drain(struct chat_order *o, struct ochat *c)
 {
@@ -169,9 +175,7 @@ static void on_gap(void *ctx, const PGresult *res, const char *err)
                 if (pg_message_from_row(res, r, &m) != 0 || m.seq <= c->last)
                     continue;
                 buf_reset(&b);
-                buf_puts(&b, "[\"chat-message\",");
-                pg_message_to_json(&m, &b);
-                buf_putc(&b, ']');
+                chat_message_args_row(&b, &m);
                 gw_frame *f;
                 if (sio_event_frames(o->app->nsp, b.data, b.len, NULL, 0, &f, 1) == 1) {
                     chat_deliver_frame(o->app, c->room, c->chat_id, m.seq, f);

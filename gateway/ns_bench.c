@@ -123,7 +123,7 @@ static void bench_event(void *ctx, sio_socket *s, const sio_event *ev)
 void mode_bench_setup(eio_server *eio, sio_server **out)
 {
     sio_server *sio = sio_server_new(eio, "/socket.io/");
-    sio_nsp_ops ops = {bench_connect, bench_event, NULL};
+    sio_nsp_ops ops = {bench_connect, bench_event, NULL, NULL};
     sio_add_namespace(sio, "/chat", &ops, NULL);
     *out = sio;
 }

@@ -61,7 +61,7 @@ void mode_conformance_setup(eio_server *eio, sio_server **out)
     eio_app echo = {NULL, echo_message, NULL, NULL};
     eio_add_endpoint(eio, "/engine.io/", &echo);
     sio_server *sio = sio_server_new(eio, "/socket.io/");
-    sio_nsp_ops ops = {conf_connect, conf_event, NULL};
+    sio_nsp_ops ops = {conf_connect, conf_event, NULL, NULL};
     sio_add_namespace(sio, "/", &ops, NULL);
     sio_add_namespace(sio, "/custom", &ops, NULL);
     *out = sio;

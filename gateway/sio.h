@@ -40,6 +40,9 @@ typedef struct sio_nsp_ops {
     /* The socket left (client disconnect, transport close, server disconnect).
      * Called once, only for accepted sockets. */
     void (*on_disconnect)(void *ctx, sio_socket *s, const char *reason);
+    /* Optional, called just before on_disconnect while the socket is still in
+     * its rooms (Socket.IO's "disconnecting"). */
+    void (*on_disconnecting)(void *ctx, sio_socket *s, const char *reason);
 } sio_nsp_ops;
 
 sio_server *sio_server_new(eio_server *eio, const char *path);
@@ -48,6 +51,12 @@ sio_nsp *sio_add_namespace(sio_server *srv, const char *name, const sio_nsp_ops 
 const char *sio_nsp_name(const sio_nsp *nsp);
 
 void sio_accept(sio_socket *s);
+/* Accepts with connection state recovery: the CONNECT answer carries `pid`
+ * too, and a non-NULL `sid` (at most 20 characters) replaces the socket's id
+ * (a recovered session keeps the id it had). */
+void sio_accept_recoverable(sio_socket *s, const char *sid, const char *pid);
+/* A random 20-character id of [A-Za-z0-9_-] (120 bits), like socket ids. */
+void sio_random_id(char out[21]);
 /* CONNECT_ERROR with `json` as data (an object), then the socket is dropped. */
 void sio_reject(sio_socket *s, const char *json);
 /* Server-side disconnect from the namespace (client sees "io server disconnect"). */
@@ -78,6 +87,8 @@ int sio_emit_with_ack(sio_socket *s, const char *args, size_t len, sio_ack_cb cb
 void sio_join(sio_socket *s, const char *room);
 void sio_leave(sio_socket *s, const char *room);
 bool sio_in_room(const sio_socket *s, const char *room);
+/* Calls fn for every room the socket is in (fn must not join or leave). */
+void sio_socket_rooms(const sio_socket *s, void (*fn)(void *ctx, const char *room), void *ctx);
 size_t sio_room_size(const sio_nsp *nsp, const char *room);
 /* Sends an EVENT to every member of room except `except` (may be NULL).
  * Returns the number of sockets it was queued for. */

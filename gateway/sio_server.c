@@ -98,7 +98,7 @@ void sio_socket_unref(sio_socket *s)
     free(s);
 }
 
-static void random_id(char out[21])
+void sio_random_id(char out[21])
 {
     static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     unsigned char r[20];
@@ -142,6 +142,8 @@ static void socket_remove(sio_socket *s, const char *reason)
             break;
         }
     }
+    if (s->connected && s->nsp->ops.on_disconnecting)
+        s->nsp->ops.on_disconnecting(s->nsp->ctx, s, reason);
     leave_all(s);
     fail_acks(s);
     if (s->connected && s->nsp->ops.on_disconnect)
@@ -237,12 +239,27 @@ int sio_emit_with_ack(sio_socket *s, const char *args, size_t len, sio_ack_cb cb
 
 void sio_accept(sio_socket *s)
 {
+    sio_accept_recoverable(s, NULL, NULL);
+}
+
+void sio_accept_recoverable(sio_socket *s, const char *sid, const char *pid)
+{
     if (s->gone || s->connected)
         return;
     s->connected = true;
-    char json[48];
-    int n = snprintf(json, sizeof json, "{\"sid\":\"%s\"}", s->id);
-    send_packet(s, SIO_CONNECT, -1, json, (size_t)n, NULL, 0, 0);
+    if (sid && strlen(sid) < sizeof s->id)
+        snprintf(s->id, sizeof s->id, "%s", sid);
+    buf_t b;
+    buf_init(&b);
+    buf_puts(&b, "{\"sid\":");
+    buf_json_str(&b, s->id, strlen(s->id));
+    if (pid) {
+        buf_puts(&b, ",\"pid\":");
+        buf_json_str(&b, pid, strlen(pid));
+    }
+    buf_putc(&b, '}');
+    send_packet(s, SIO_CONNECT, -1, b.data, b.len, NULL, 0, 0);
+    buf_free(&b);
 }
 
 void sio_reject(sio_socket *s, const char *json)
@@ -265,6 +282,12 @@ void sio_disconnect(sio_socket *s)
 }
 
 /* ---- rooms -------------------------------------------------------------------- */
+
+void sio_socket_rooms(const sio_socket *s, void (*fn)(void *ctx, const char *room), void *ctx)
+{
+    for (size_t i = 0; i < s->nrooms; i++)
+        fn(ctx, s->rooms[i].room->name);
+}
 
 void sio_join(sio_socket *s, const char *name)
 {
@@ -453,7 +476,7 @@ static void on_connect_packet(struct sio_client *c, const sio_packet *p)
     s->client = c;
     s->nsp = nsp;
     s->refs = 1;
-    random_id(s->id);
+    sio_random_id(s->id);
     s->next = c->sockets;
     c->sockets = s;
     sio_socket_ref(s); /* the handler may reject (and free) inside the call */
