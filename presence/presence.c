@@ -8,15 +8,6 @@
 
 #include "common/xalloc.h"
 
-static void add_key(rk_argv *a, const char *org, const char *p1, const char *p2)
-{
-    buf_t k;
-    buf_init(&k);
-    rk_key2(&k, org, p1, p2);
-    rk_argv_key(a, k.data, k.len);
-    buf_free(&k);
-}
-
 static void add_ident_key(rk_argv *a, const char *org, const char *type, const char *id)
 {
     buf_t k;
@@ -33,15 +24,6 @@ static void add_timer_key(rk_argv *a, const char *org, const char *kind, const c
     buf_init(&k);
     rk_timer(&k, org, kind, chat);
     rk_argv_key(a, k.data, k.len);
-    buf_free(&k);
-}
-
-static void add_prefix(rk_argv *a, const char *org)
-{
-    buf_t k;
-    buf_init(&k);
-    rk_prefix(&k, org);
-    rk_argv_arg(a, k.data, k.len);
     buf_free(&k);
 }
 
@@ -62,11 +44,6 @@ static bool bad(const char *s)
 static bool bad_type(const char *t)
 {
     return !t || (strcmp(t, "agent") != 0 && strcmp(t, "customer") != 0);
-}
-
-static enum rk_status finish(rk_argv *a)
-{
-    return a->overflow ? RK_ERR_ARG : RK_OK;
 }
 
 const char *pres_status_str(enum pres_status s)
@@ -101,11 +78,11 @@ enum rk_status pres_build_add(rk_argv *a, const char *org, const char *sid, cons
     rk_argv_reset(a, RK_SCRIPT_PRESENCE_ADD);
     if (bad(org) || bad(sid) || bad_type(type) || bad(id) || ttl_ms <= 0)
         return RK_ERR_ARG;
-    add_key(a, org, "sock:", sid);
+    rk_argv_key2(a, org, "sock:", sid);
     add_ident_key(a, org, type, id);
-    add_key(a, org, "status", NULL);
-    add_key(a, org, "sockident", NULL);
-    add_key(a, org, "agentmax", NULL);
+    rk_argv_key2(a, org, "status", NULL);
+    rk_argv_key2(a, org, "sockident", NULL);
+    rk_argv_key2(a, org, "agentmax", NULL);
     rk_argv_args(a, sid);
     add_identity(a, type, id);
     rk_argv_argll(a, ttl_ms);
@@ -114,7 +91,7 @@ enum rk_status pres_build_add(rk_argv *a, const char *org, const char *sid, cons
         rk_argv_argll(a, max_chats);
     else
         rk_argv_args(a, "");
-    return finish(a);
+    return rk_argv_status(a);
 }
 
 enum rk_status pres_build_heartbeat(rk_argv *a, const char *org, const char *sid, long long ttl_ms)
@@ -122,11 +99,11 @@ enum rk_status pres_build_heartbeat(rk_argv *a, const char *org, const char *sid
     rk_argv_reset(a, RK_SCRIPT_PRESENCE_HEARTBEAT);
     if (bad(org) || bad(sid) || ttl_ms <= 0)
         return RK_ERR_ARG;
-    add_key(a, org, "sock:", sid);
-    add_key(a, org, "sockident", NULL);
+    rk_argv_key2(a, org, "sock:", sid);
+    rk_argv_key2(a, org, "sockident", NULL);
     rk_argv_args(a, sid);
     rk_argv_argll(a, ttl_ms);
-    return finish(a);
+    return rk_argv_status(a);
 }
 
 enum rk_status pres_build_remove(rk_argv *a, const char *org, const char *sid, const char *type,
@@ -135,13 +112,13 @@ enum rk_status pres_build_remove(rk_argv *a, const char *org, const char *sid, c
     rk_argv_reset(a, RK_SCRIPT_PRESENCE_REMOVE);
     if (bad(org) || bad(sid) || bad_type(type) || bad(id))
         return RK_ERR_ARG;
-    add_key(a, org, "sock:", sid);
+    rk_argv_key2(a, org, "sock:", sid);
     add_ident_key(a, org, type, id);
-    add_key(a, org, "status", NULL);
-    add_key(a, org, "sockident", NULL);
+    rk_argv_key2(a, org, "status", NULL);
+    rk_argv_key2(a, org, "sockident", NULL);
     rk_argv_args(a, sid);
     add_identity(a, type, id);
-    return finish(a);
+    return rk_argv_status(a);
 }
 
 enum rk_status pres_build_expired(rk_argv *a, const char *org, const char *sid)
@@ -149,12 +126,12 @@ enum rk_status pres_build_expired(rk_argv *a, const char *org, const char *sid)
     rk_argv_reset(a, RK_SCRIPT_PRESENCE_EXPIRED);
     if (bad(org) || bad(sid))
         return RK_ERR_ARG;
-    add_key(a, org, "sockident", NULL);
-    add_key(a, org, "status", NULL);
-    add_key(a, org, "sock:", sid);
-    add_prefix(a, org);
+    rk_argv_key2(a, org, "sockident", NULL);
+    rk_argv_key2(a, org, "status", NULL);
+    rk_argv_key2(a, org, "sock:", sid);
+    rk_argv_prefix(a, org);
     rk_argv_args(a, sid);
-    return finish(a);
+    return rk_argv_status(a);
 }
 
 enum rk_status pres_build_sweep(rk_argv *a, const char *org, const char *cursor, int count)
@@ -162,12 +139,12 @@ enum rk_status pres_build_sweep(rk_argv *a, const char *org, const char *cursor,
     rk_argv_reset(a, RK_SCRIPT_PRESENCE_SWEEP);
     if (bad(org) || count <= 0)
         return RK_ERR_ARG;
-    add_key(a, org, "sockident", NULL);
-    add_key(a, org, "status", NULL);
-    add_prefix(a, org);
+    rk_argv_key2(a, org, "sockident", NULL);
+    rk_argv_key2(a, org, "status", NULL);
+    rk_argv_prefix(a, org);
     rk_argv_args(a, bad(cursor) ? "0" : cursor);
     rk_argv_argll(a, count);
-    return finish(a);
+    return rk_argv_status(a);
 }
 
 enum rk_status pres_build_status(rk_argv *a, const char *org, const char *type, const char *id,
@@ -177,11 +154,11 @@ enum rk_status pres_build_status(rk_argv *a, const char *org, const char *type, 
     if (bad(org) || bad_type(type) || bad(id) || !status ||
         (strcmp(status, "online") != 0 && strcmp(status, "away") != 0))
         return RK_ERR_ARG;
-    add_key(a, org, "status", NULL);
+    rk_argv_key2(a, org, "status", NULL);
     add_ident_key(a, org, type, id);
     add_identity(a, type, id);
     rk_argv_args(a, status);
-    return finish(a);
+    return rk_argv_status(a);
 }
 
 enum rk_status pres_decode_add(const redisReply *r, pres_add_result *out)
@@ -331,7 +308,7 @@ enum rk_status pres_timer_build_arm(rk_argv *a, const char *org, const char *cha
     rk_argv_reset(a, RK_SCRIPT_TIMER_ARM);
     if (bad(org) || bad(chat_id) || n == 0 || n > 8)
         return RK_ERR_ARG;
-    add_key(a, org, "timers", NULL);
+    rk_argv_key2(a, org, "timers", NULL);
     for (size_t i = 0; i < n; i++) {
         if (bad(t[i].kind) || strchr(t[i].kind, ':') || t[i].delay_ms <= 0)
             return RK_ERR_ARG;
@@ -342,7 +319,7 @@ enum rk_status pres_timer_build_arm(rk_argv *a, const char *org, const char *cha
         rk_argv_args(a, t[i].kind);
         rk_argv_argll(a, t[i].delay_ms);
     }
-    return finish(a);
+    return rk_argv_status(a);
 }
 
 enum rk_status pres_timer_build_stop(rk_argv *a, const char *org, const char *chat_id,
@@ -351,7 +328,7 @@ enum rk_status pres_timer_build_stop(rk_argv *a, const char *org, const char *ch
     rk_argv_reset(a, RK_SCRIPT_TIMER_STOP);
     if (bad(org) || bad(chat_id) || n == 0 || n > 8)
         return RK_ERR_ARG;
-    add_key(a, org, "timers", NULL);
+    rk_argv_key2(a, org, "timers", NULL);
     for (size_t i = 0; i < n; i++) {
         if (bad(kinds[i]) || strchr(kinds[i], ':'))
             return RK_ERR_ARG;
@@ -360,7 +337,7 @@ enum rk_status pres_timer_build_stop(rk_argv *a, const char *org, const char *ch
     rk_argv_args(a, chat_id);
     for (size_t i = 0; i < n; i++)
         rk_argv_args(a, kinds[i]);
-    return finish(a);
+    return rk_argv_status(a);
 }
 
 enum rk_status pres_timer_build_claim(rk_argv *a, const char *org, const char *kind,
@@ -369,11 +346,11 @@ enum rk_status pres_timer_build_claim(rk_argv *a, const char *org, const char *k
     rk_argv_reset(a, RK_SCRIPT_TIMER_CLAIM);
     if (bad(org) || bad(kind) || bad(chat_id) || strchr(kind, ':'))
         return RK_ERR_ARG;
-    add_key(a, org, "timers", NULL);
+    rk_argv_key2(a, org, "timers", NULL);
     add_timer_key(a, org, kind, chat_id);
     rk_argv_args(a, kind);
     rk_argv_args(a, chat_id);
-    return finish(a);
+    return rk_argv_status(a);
 }
 
 enum rk_status pres_timer_build_due(rk_argv *a, const char *org, int limit, long long grace_ms)
@@ -381,11 +358,11 @@ enum rk_status pres_timer_build_due(rk_argv *a, const char *org, int limit, long
     rk_argv_reset(a, RK_SCRIPT_TIMER_DUE);
     if (bad(org) || limit <= 0 || grace_ms < 0)
         return RK_ERR_ARG;
-    add_key(a, org, "timers", NULL);
-    add_prefix(a, org);
+    rk_argv_key2(a, org, "timers", NULL);
+    rk_argv_prefix(a, org);
     rk_argv_argll(a, limit);
     rk_argv_argll(a, grace_ms);
-    return finish(a);
+    return rk_argv_status(a);
 }
 
 enum rk_status pres_timer_decode_arm(const redisReply *r, long long *deadlines, size_t n)

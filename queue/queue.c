@@ -10,33 +10,9 @@
 
 #include "common/xalloc.h"
 
-/* Appends one key "chat:{org}:" + p1 + p2 to the argv. */
-static void add_key(rk_argv *a, const char *org, const char *p1, const char *p2)
-{
-    buf_t k;
-    buf_init(&k);
-    rk_key2(&k, org, p1, p2);
-    rk_argv_key(a, k.data, k.len);
-    buf_free(&k);
-}
-
-static void add_prefix(rk_argv *a, const char *org)
-{
-    buf_t k;
-    buf_init(&k);
-    rk_prefix(&k, org);
-    rk_argv_arg(a, k.data, k.len);
-    buf_free(&k);
-}
-
 static bool bad(const char *s)
 {
     return !s || !*s;
-}
-
-static enum rk_status finish(rk_argv *a)
-{
-    return a->overflow ? RK_ERR_ARG : RK_OK;
 }
 
 enum rk_status q_build_enqueue(rk_argv *a, const char *org, const char *chat_id, int priority,
@@ -46,22 +22,22 @@ enum rk_status q_build_enqueue(rk_argv *a, const char *org, const char *chat_id,
     rk_argv_reset(a, RK_SCRIPT_QUEUE_ENQUEUE);
     if (bad(org) || bad(chat_id) || priority < 0 || priority > 9)
         return RK_ERR_ARG;
-    add_key(a, org, "queue", NULL);
-    add_key(a, org, "qentry:", chat_id);
-    add_key(a, org, "qsigs", NULL);
-    add_key(a, org, "qseq", NULL);
-    add_key(a, org, "status", NULL);
-    add_key(a, org, "agentload", NULL);
-    add_key(a, org, "agentmax", NULL);
-    add_key(a, org, "aht", NULL);
-    add_prefix(a, org);
+    rk_argv_key2(a, org, "queue", NULL);
+    rk_argv_key2(a, org, "qentry:", chat_id);
+    rk_argv_key2(a, org, "qsigs", NULL);
+    rk_argv_key2(a, org, "qseq", NULL);
+    rk_argv_key2(a, org, "status", NULL);
+    rk_argv_key2(a, org, "agentload", NULL);
+    rk_argv_key2(a, org, "agentmax", NULL);
+    rk_argv_key2(a, org, "aht", NULL);
+    rk_argv_prefix(a, org);
     rk_argv_args(a, chat_id);
     rk_argv_argll(a, priority);
     rk_argv_args(a, skills_csv);
     rk_argv_argll(a, enqueued_at_ms > 0 ? enqueued_at_ms : 0);
     rk_argv_args(a, preview);
     rk_argv_argll(a, default_aht_s);
-    return finish(a);
+    return rk_argv_status(a);
 }
 
 enum rk_status q_build_pick(rk_argv *a, const char *org, const char *agent_id, int max_chats,
@@ -70,15 +46,15 @@ enum rk_status q_build_pick(rk_argv *a, const char *org, const char *agent_id, i
     rk_argv_reset(a, RK_SCRIPT_QUEUE_PICK);
     if (bad(org) || bad(agent_id) || max_chats < 0)
         return RK_ERR_ARG;
-    add_key(a, org, "queue", NULL);
-    add_key(a, org, "qsigs", NULL);
-    add_key(a, org, "agentload", NULL);
-    add_key(a, org, "agentmax", NULL);
-    add_prefix(a, org);
+    rk_argv_key2(a, org, "queue", NULL);
+    rk_argv_key2(a, org, "qsigs", NULL);
+    rk_argv_key2(a, org, "agentload", NULL);
+    rk_argv_key2(a, org, "agentmax", NULL);
+    rk_argv_prefix(a, org);
     rk_argv_args(a, agent_id);
     rk_argv_argll(a, max_chats);
     rk_argv_args(a, skills_csv);
-    return finish(a);
+    return rk_argv_status(a);
 }
 
 enum rk_status q_build_dequeue(rk_argv *a, const char *org, const char *chat_id)
@@ -86,12 +62,12 @@ enum rk_status q_build_dequeue(rk_argv *a, const char *org, const char *chat_id)
     rk_argv_reset(a, RK_SCRIPT_QUEUE_DEQUEUE);
     if (bad(org) || bad(chat_id))
         return RK_ERR_ARG;
-    add_key(a, org, "queue", NULL);
-    add_key(a, org, "qentry:", chat_id);
-    add_key(a, org, "qsigs", NULL);
-    add_prefix(a, org);
+    rk_argv_key2(a, org, "queue", NULL);
+    rk_argv_key2(a, org, "qentry:", chat_id);
+    rk_argv_key2(a, org, "qsigs", NULL);
+    rk_argv_prefix(a, org);
     rk_argv_args(a, chat_id);
-    return finish(a);
+    return rk_argv_status(a);
 }
 
 static enum rk_status build_transfer(rk_argv *a, const char *org, const char *chat_id,
@@ -102,16 +78,16 @@ static enum rk_status build_transfer(rk_argv *a, const char *org, const char *ch
     rk_argv_reset(a, RK_SCRIPT_QUEUE_TRANSFER);
     if (bad(org) || bad(chat_id) || fallback_priority < 0 || fallback_priority > 9)
         return RK_ERR_ARG;
-    add_key(a, org, "queue", NULL);
-    add_key(a, org, "qentry:", chat_id);
-    add_key(a, org, "qsigs", NULL);
-    add_key(a, org, "qseq", NULL);
-    add_key(a, org, "status", NULL);
-    add_key(a, org, "agentload", NULL);
-    add_key(a, org, "agentmax", NULL);
-    add_key(a, org, "aht", NULL);
-    add_key(a, org, "assign:", chat_id);
-    add_prefix(a, org);
+    rk_argv_key2(a, org, "queue", NULL);
+    rk_argv_key2(a, org, "qentry:", chat_id);
+    rk_argv_key2(a, org, "qsigs", NULL);
+    rk_argv_key2(a, org, "qseq", NULL);
+    rk_argv_key2(a, org, "status", NULL);
+    rk_argv_key2(a, org, "agentload", NULL);
+    rk_argv_key2(a, org, "agentmax", NULL);
+    rk_argv_key2(a, org, "aht", NULL);
+    rk_argv_key2(a, org, "assign:", chat_id);
+    rk_argv_prefix(a, org);
     rk_argv_args(a, chat_id);
     rk_argv_args(a, mode);
     rk_argv_args(a, x);
@@ -119,7 +95,7 @@ static enum rk_status build_transfer(rk_argv *a, const char *org, const char *ch
     rk_argv_argll(a, fallback_enq > 0 ? fallback_enq : 0);
     rk_argv_args(a, preview);
     rk_argv_argll(a, default_aht_s);
-    return finish(a);
+    return rk_argv_status(a);
 }
 
 enum rk_status q_build_transfer_skills(rk_argv *a, const char *org, const char *chat_id,
@@ -167,16 +143,16 @@ enum rk_status q_build_position(rk_argv *a, const char *org, const char *chat_id
     rk_argv_reset(a, RK_SCRIPT_QUEUE_POSITION);
     if (bad(org) || bad(chat_id))
         return RK_ERR_ARG;
-    add_key(a, org, "queue", NULL);
-    add_key(a, org, "qentry:", chat_id);
-    add_key(a, org, "status", NULL);
-    add_key(a, org, "agentload", NULL);
-    add_key(a, org, "agentmax", NULL);
-    add_key(a, org, "aht", NULL);
-    add_prefix(a, org);
+    rk_argv_key2(a, org, "queue", NULL);
+    rk_argv_key2(a, org, "qentry:", chat_id);
+    rk_argv_key2(a, org, "status", NULL);
+    rk_argv_key2(a, org, "agentload", NULL);
+    rk_argv_key2(a, org, "agentmax", NULL);
+    rk_argv_key2(a, org, "aht", NULL);
+    rk_argv_prefix(a, org);
     rk_argv_args(a, chat_id);
     rk_argv_argll(a, default_aht_s);
-    return finish(a);
+    return rk_argv_status(a);
 }
 
 enum rk_status q_build_snapshot(rk_argv *a, const char *org, int default_aht_s, long long offset,
@@ -185,15 +161,15 @@ enum rk_status q_build_snapshot(rk_argv *a, const char *org, int default_aht_s, 
     rk_argv_reset(a, RK_SCRIPT_QUEUE_SNAPSHOT);
     if (bad(org) || offset < 0 || limit < 0)
         return RK_ERR_ARG;
-    add_key(a, org, "queue", NULL);
-    add_key(a, org, "status", NULL);
-    add_key(a, org, "agentload", NULL);
-    add_key(a, org, "agentmax", NULL);
-    add_key(a, org, "aht", NULL);
+    rk_argv_key2(a, org, "queue", NULL);
+    rk_argv_key2(a, org, "status", NULL);
+    rk_argv_key2(a, org, "agentload", NULL);
+    rk_argv_key2(a, org, "agentmax", NULL);
+    rk_argv_key2(a, org, "aht", NULL);
     rk_argv_argll(a, default_aht_s);
     rk_argv_argll(a, offset);
     rk_argv_argll(a, limit);
-    return finish(a);
+    return rk_argv_status(a);
 }
 
 enum rk_status q_build_release(rk_argv *a, const char *org, const char *chat_id, bool close,
@@ -202,14 +178,14 @@ enum rk_status q_build_release(rk_argv *a, const char *org, const char *chat_id,
     rk_argv_reset(a, RK_SCRIPT_CHAT_RELEASE);
     if (bad(org) || bad(chat_id) || nkinds < 0 || nkinds > 8)
         return RK_ERR_ARG;
-    add_key(a, org, "queue", NULL);
-    add_key(a, org, "qentry:", chat_id);
-    add_key(a, org, "qsigs", NULL);
-    add_key(a, org, "agentload", NULL);
-    add_key(a, org, "assign:", chat_id);
-    add_key(a, org, "aht", NULL);
-    add_key(a, org, "ahtwin", NULL);
-    add_key(a, org, "timers", NULL);
+    rk_argv_key2(a, org, "queue", NULL);
+    rk_argv_key2(a, org, "qentry:", chat_id);
+    rk_argv_key2(a, org, "qsigs", NULL);
+    rk_argv_key2(a, org, "agentload", NULL);
+    rk_argv_key2(a, org, "assign:", chat_id);
+    rk_argv_key2(a, org, "aht", NULL);
+    rk_argv_key2(a, org, "ahtwin", NULL);
+    rk_argv_key2(a, org, "timers", NULL);
     for (int i = 0; i < nkinds; i++) {
         if (bad(timer_kinds[i]))
             return RK_ERR_ARG;
@@ -219,13 +195,13 @@ enum rk_status q_build_release(rk_argv *a, const char *org, const char *chat_id,
         rk_argv_key(a, k.data, k.len);
         buf_free(&k);
     }
-    add_prefix(a, org);
+    rk_argv_prefix(a, org);
     rk_argv_args(a, chat_id);
     rk_argv_args(a, close ? "close" : "release");
     rk_argv_argll(a, default_aht_s);
     for (int i = 0; i < nkinds; i++)
         rk_argv_args(a, timer_kinds[i]);
-    return finish(a);
+    return rk_argv_status(a);
 }
 
 enum rk_status q_build_restore(rk_argv *a, const char *org, const char *chat_id,
@@ -235,9 +211,9 @@ enum rk_status q_build_restore(rk_argv *a, const char *org, const char *chat_id,
     rk_argv_reset(a, RK_SCRIPT_QUEUE_RESTORE);
     if (bad(org) || bad(chat_id) || bad(agent_id) || priority < 0 || priority > 9)
         return RK_ERR_ARG;
-    add_key(a, org, "assign:", chat_id);
-    add_key(a, org, "agentload", NULL);
-    add_key(a, org, "agentmax", NULL);
+    rk_argv_key2(a, org, "assign:", chat_id);
+    rk_argv_key2(a, org, "agentload", NULL);
+    rk_argv_key2(a, org, "agentmax", NULL);
     rk_argv_args(a, chat_id);
     rk_argv_args(a, agent_id);
     rk_argv_argll(a, assigned_at_ms > 0 ? assigned_at_ms : 0);
@@ -248,7 +224,7 @@ enum rk_status q_build_restore(rk_argv *a, const char *org, const char *chat_id,
         rk_argv_argll(a, max_chats);
     else
         rk_argv_args(a, "");
-    return finish(a);
+    return rk_argv_status(a);
 }
 
 /* ---- decoders ---- */

@@ -348,6 +348,29 @@ void rk_argv_argll(rk_argv *a, long long v)
     rk_argv_arg(a, tmp, (size_t)n);
 }
 
+void rk_argv_key2(rk_argv *a, const char *org, const char *part1, const char *part2)
+{
+    buf_t k;
+    buf_init(&k);
+    rk_key2(&k, org, part1, part2);
+    rk_argv_key(a, k.data, k.len);
+    buf_free(&k);
+}
+
+void rk_argv_prefix(rk_argv *a, const char *org)
+{
+    buf_t k;
+    buf_init(&k);
+    rk_prefix(&k, org);
+    rk_argv_arg(a, k.data, k.len);
+    buf_free(&k);
+}
+
+enum rk_status rk_argv_status(const rk_argv *a)
+{
+    return a->overflow ? RK_ERR_ARG : RK_OK;
+}
+
 void rk_argv_copy(rk_argv *dst, const rk_argv *src)
 {
     rk_argv_init(dst, src->script);

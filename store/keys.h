@@ -180,6 +180,13 @@ enum rk_status {
 };
 const char *rk_strerror(enum rk_status st);
 
+/* Builder helpers shared by queue/ and presence/: the key "chat:{org}:" +
+ * part1 + part2 (part2 may be NULL), the bare org prefix as an argument, and
+ * the builder outcome (RK_ERR_ARG when an item did not fit). */
+void rk_argv_key2(rk_argv *a, const char *org, const char *part1, const char *part2);
+void rk_argv_prefix(rk_argv *a, const char *org);
+enum rk_status rk_argv_status(const rk_argv *a);
+
 struct redisReply;
 /* Shared decoder helpers (hiredis sync reply structs; pure).
  * rk_reply_array: NULL -> UNAVAILABLE, error -> REDIS, not an array of at
