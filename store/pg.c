@@ -685,6 +685,15 @@ static pg_req *make_carrier(pg_conn *c)
     return carrier;
 }
 
+/* Whether a combined query is in flight on c. */
+static bool carrier_inflight(const pg_conn *c)
+{
+    for (const pg_req *r = c->inflight.head; r; r = r->next)
+        if (r->carrier)
+            return true;
+    return false;
+}
+
 /* Sends pending requests as pipelined groups while there is room in flight. */
 static void conn_dispatch(pg_conn *c)
 {
@@ -715,6 +724,12 @@ static void conn_dispatch(pg_conn *c)
     while (c->pending.head && c->inflight.n < pg->opt.max_inflight) {
         int group = 0;
         if (c->pending.head->combine_sql) {
+            /* Group commit: while one combined query runs, what arrives waits (requests
+             * keep their order) and goes as one bigger combined query when it is done.
+             * Pipelining one call per loop iteration instead gave 1.1 items per call at
+             * 2,000 appends/s, each paying the call's fixed cost in PostgreSQL. */
+            if (carrier_inflight(c))
+                break;
             pg_req *carrier = make_carrier(c);
             carrier->sent_ms = now;
             carrier->sync_after = true;
