@@ -32,6 +32,7 @@ typedef struct chat_app {
     sio_nsp *nsp;
     char node_id[128];
     strmap sockets; /* sio socket id -> chat_sock (this node's) */
+    strmap pids;    /* recovery pid -> chat_sock (this node's) */
     bool hooks_started;
     bool redis_was_down;
     void *presence, *timers, *queue; /* module state, owned by chat_presence.c etc. */

@@ -568,6 +568,7 @@ static void on_session_chats(void *ctx, const PGresult *res, const char *err)
         return;
     }
     strmap_put(&app->sockets, sio_id(s), strlen(sio_id(s)), cs);
+    strmap_put(&app->pids, cs->pid, strlen(cs->pid), cs);
     sio_join(s, cs->identity_room);
     if (cs->p.role == AUTH_ROLE_AGENT) {
         char room[300];
@@ -770,6 +771,14 @@ static void chat_connect(void *ctx, sio_socket *s, const cJSON *auth, const char
         redis_is_ready(app->redis)) {
         snprintf(cs->pid, sizeof cs->pid, "%s", pid);
         op->str = offset ? xstrdup(offset) : NULL;
+        /* Its old socket may still be open here: a long-poll client whose
+         * network died between two polls is only noticed at the ping
+         * timeout. The client is back, so that socket is dead: close it now
+         * (recoverable: its record is SET before our GETDEL, on the same
+         * Redis connection). Only for the same person. */
+        chat_sock *old = strmap_get(&app->pids, pid, strlen(pid));
+        if (old && !strcmp(old->identity_room, cs->identity_room) && sio_eio(old->s))
+            eio_abort(sio_eio(old->s), "transport close");
         buf_t key;
         buf_init(&key);
         rk_key2(&key, cs->p.org, "recover:", pid);
@@ -833,6 +842,8 @@ static void chat_disconnect(void *ctx, sio_socket *s, const char *reason)
         return;
     chat_hook_disconnected(cs);
     strmap_del(&app->sockets, sio_id(s), strlen(sio_id(s)));
+    if (strmap_get(&app->pids, cs->pid, strlen(cs->pid)) == cs)
+        strmap_del(&app->pids, cs->pid, strlen(cs->pid));
     sio_set_user(s, NULL);
     chat_sock_free(cs);
 }
@@ -926,6 +937,7 @@ chat_app *chat_app_new(uv_loop_t *loop, const chatd_config *cfg, sio_server *sio
     snprintf(app->node_id, sizeof app->node_id, "%s/%08x", cfg->node_id,
              (unsigned)(uv_hrtime() ^ (uint64_t)rand()));
     strmap_init(&app->sockets);
+    strmap_init(&app->pids);
     chat_order_start(app);
     sio_nsp_ops ops = {chat_connect, chat_event, chat_disconnect, chat_disconnecting};
     app->nsp = sio_add_namespace(sio, "/chat", &ops, app);
@@ -964,6 +976,7 @@ void chat_app_free(chat_app *app)
     if (!app)
         return;
     strmap_free(&app->sockets);
+    strmap_free(&app->pids);
     auth_keys_free(&app->keys);
     free(app);
 }

@@ -559,11 +559,20 @@ static void send_error(http_req *req, int status, int code, const char *msg)
     http_respond(req, status, "application/json", b, (size_t)n);
 }
 
+/* The connection of a pending long-poll closed before its answer: the client
+ * (or the network) is gone. As in the Node server ("poll connection closed
+ * prematurely") the session ends now with "transport error", not a ping
+ * timeout later, so what depends on it (presence, recovery) happens at once.
+ * A GET held mid-upgrade only goes: the WebSocket may still take over. */
 static void on_get_abort(http_req *req)
 {
     eio_sock *s = req->user;
-    if (s && s->get == req)
-        get_release(s);
+    if (!s || s->get != req)
+        return;
+    bool end = !s->get_is_hold && !s->closed;
+    if (end) /* closing first: the session answers no GET, and keeps its reference */
+        session_close(s, "transport error", false, NULL);
+    get_release(s);
 }
 
 static void on_hold(uv_timer_t *t)

@@ -41,6 +41,7 @@ struct http_req {
     void (*on_body)(http_req *req);
     void (*on_abort)(http_req *req); /* client gone before the response */
     void *user;
+    bool parked; /* shell state: waiting for a late answer (see http_lws.c) */
     /* response */
     bool responded, written;
     int status;
@@ -73,6 +74,11 @@ const char *http_query_get(const char *query, const char *name, char *out, size_
 
 /* The lws protocol table entry of the shell (HTTP and WebSocket). */
 extern const struct lws_protocols http_lws_protocol;
+/* Starts / stops the shell's sweep of requests waiting for a late answer
+ * (main, on the server's loop). */
+struct uv_loop_s;
+void http_lws_start(struct uv_loop_s *loop);
+void http_lws_stop(void);
 /* Set by main: WebSocket callbacks are forwarded to the Engine.IO server. */
 struct eio_server;
 void http_lws_set_eio(struct eio_server *eio);

@@ -3,10 +3,14 @@
  * polling, REST, health); WebSocket callbacks go to the Engine.IO server.
  * The shell only moves bytes: no protocol decisions are made here. */
 #include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 #include <libwebsockets.h>
+#include <uv.h>
 
 #include "common/log.h"
 #include "common/xalloc.h"
@@ -38,6 +42,82 @@ struct pss {
 void http_lws_set_eio(eio_server *eio)
 {
     g_eio = eio;
+}
+
+/* ---- parked requests ------------------------------------------------------------
+ * A request whose answer comes later (a long-poll above all) is "parked".
+ * lws 4.1 neither reads nor reports a peer's FIN while a transaction is in
+ * progress (warmcat/libwebsockets#2455): the socket stays readable and the
+ * loop spins on it until the answer is written. So a parked request stops
+ * reading (rx flow control), and its socket joins a private epoll set that
+ * waits for EPOLLRDHUP alone (the same socket may sit in several epoll sets;
+ * pipelined bytes wake nobody). When the peer has gone, the connection is
+ * closed, which aborts the request (on_abort) as a closed connection does:
+ * the Node server reacts the same way ("poll connection closed prematurely"). */
+static int park_epfd = -1;
+static uv_poll_t park_poll;
+
+static void park(http_req *req)
+{
+    if (req->parked || req->responded || !req->wsi || park_epfd < 0)
+        return;
+    struct epoll_event ev = {.events = EPOLLRDHUP, .data.ptr = req};
+    if (epoll_ctl(park_epfd, EPOLL_CTL_ADD, lws_get_socket_fd(req->wsi), &ev) != 0)
+        return; /* not watched: the peer's FIN is seen when the answer is written */
+    req->parked = true;
+    lws_rx_flow_control(req->wsi, 0);
+}
+
+static void unpark(http_req *req)
+{
+    if (!req->parked)
+        return;
+    req->parked = false;
+    if (req->wsi) {
+        epoll_ctl(park_epfd, EPOLL_CTL_DEL, lws_get_socket_fd(req->wsi), NULL);
+        lws_rx_flow_control(req->wsi, 1);
+    }
+}
+
+static void on_park_event(uv_poll_t *h, int status, int events)
+{
+    (void)h, (void)status, (void)events;
+    struct epoll_event evs[64];
+    int n = epoll_wait(park_epfd, evs, 64, 0);
+    for (int i = 0; i < n; i++) {
+        http_req *req = evs[i].data.ptr;
+        struct lws *wsi = req->wsi;
+        unpark(req);
+        if (wsi)
+            lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, LWS_TO_KILL_ASYNC);
+    }
+}
+
+void http_lws_start(uv_loop_t *loop)
+{
+    if (park_epfd >= 0)
+        return;
+    park_epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (park_epfd < 0) {
+        log_warn("http: epoll_create1 failed: a dropped long-poll is noticed at its next answer");
+        return;
+    }
+    uv_poll_init(loop, &park_poll, park_epfd);
+    uv_poll_start(&park_poll, UV_READABLE, on_park_event);
+    uv_unref((uv_handle_t *)&park_poll); /* never keeps the loop alive by itself */
+}
+
+static void on_park_closed(uv_handle_t *h)
+{
+    (void)h;
+    close(park_epfd);
+    park_epfd = -1;
+}
+
+void http_lws_stop(void)
+{
+    if (park_epfd >= 0 && !uv_is_closing((uv_handle_t *)&park_poll))
+        uv_close((uv_handle_t *)&park_poll, on_park_closed);
 }
 
 void http_route_add(const char *prefix, http_handler fn, void *ctx)
@@ -150,6 +230,7 @@ void http_respond(http_req *req, int status, const char *ctype, const void *body
     if (req->responded)
         return;
     req->responded = true;
+    unpark(req);
     req->status = status;
     req->resp_ctype = ctype;
     buf_append(&req->resp, body, len);
@@ -280,6 +361,7 @@ static void req_detach(struct pss *pss)
     if (!req)
         return;
     pss->req = NULL;
+    unpark(req);
     req->wsi = NULL;
     if (!req->written && req->on_abort)
         req->on_abort(req);
@@ -317,6 +399,8 @@ static int on_http(struct lws *wsi, struct pss *pss)
             routes[i].fn(routes[i].ctx, req);
             if (req->on_body && req->max_body > 0 && req->content_length > req->max_body)
                 req->body_too_large = true; /* the handler answers 413 at completion */
+            if (!req->on_body)
+                park(req); /* answered later (no-op when answered already) */
             return 0;
         }
     }
@@ -346,6 +430,7 @@ static int on_body_done(struct pss *pss)
     void (*fn)(http_req *) = req->on_body;
     req->on_body = NULL;
     fn(req); /* also when body_too_large: the handler answers 413 and releases */
+    park(req);
     return 0;
 }
 

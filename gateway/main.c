@@ -205,6 +205,7 @@ static int run_server(chatd_config *cfg, enum mode mode)
         log_error("cannot listen on %s:%d", cfg->listen_host, cfg->listen_port);
         goto fail;
     }
+    http_lws_start(srv.loop);
     uv_signal_init(srv.loop, &srv.sigint);
     uv_signal_init(srv.loop, &srv.sigterm);
     uv_timer_init(srv.loop, &srv.shutdown);
@@ -229,6 +230,7 @@ static int run_server(chatd_config *cfg, enum mode mode)
         uv_run(srv.loop, UV_RUN_DEFAULT);
         uv_timer_stop(&srv.shutdown);
     }
+    http_lws_stop();
     uv_close((uv_handle_t *)&srv.sigint, NULL);
     uv_close((uv_handle_t *)&srv.sigterm, NULL);
     uv_close((uv_handle_t *)&srv.shutdown, NULL);

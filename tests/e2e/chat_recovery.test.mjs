@@ -20,11 +20,12 @@ import { SKIP_REASON, startChatd, newOrg, person, chat, uid, gapProblem, connect
 const range = (a, b) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
 const seqs = (msgs) => msgs.map((m) => m.seq);
 
-/** A TCP proxy to `target` (a chatd handle); cut() drops every connection. */
+/** A TCP proxy to `target` (a chatd handle): cut() is the network dying, up() its return. */
 function proxy(target) {
   const conns = new Set();
-  const p = { target, conns, blackhole: false };
+  const p = { target, conns, blackhole: false, down: false };
   p.server = net.createServer((c) => {
+    if (p.down) return c.destroy(); // the network is down: nothing gets through
     const up = net.connect(p.target.port, "127.0.0.1");
     conns.add(c);
     conns.add(up);
@@ -44,9 +45,14 @@ function proxy(target) {
     up.on("error", done).on("close", done);
   });
   p.listen = () => new Promise((r) => p.server.listen(0, "127.0.0.1", () => r((p.url = `http://127.0.0.1:${p.server.address().port}`))));
+  // the network dies: open connections are cut and new ones refused until up()
   p.cut = () => {
+    p.down = true;
     for (const c of conns) c.destroy();
     p.blackhole = false;
+  };
+  p.up = () => {
+    p.down = false;
   };
   p.close = () => {
     p.cut();
@@ -83,8 +89,9 @@ function dropped(cs) {
   });
 }
 
-/** Reconnects by hand; resolves with the new `session` payload. */
+/** The network comes back and the client reconnects by hand; resolves with the new `session` payload. */
 async function reconnect(cs) {
+  for (const p of proxies) p.up();
   const from = cs.log.length;
   const errored = new Promise((_, reject) => cs.socket.once("connect_error", (e) => reject(new Error(`connect_error ${e.message}`))));
   cs.socket.connect();
@@ -97,13 +104,14 @@ function checkOffsets(cs, chatId) {
     assert.equal(e.args.at(-1), `${chatId}:${e.data.seq}`, `offset after ${JSON.stringify(e.data).slice(0, 80)}`);
 }
 
-for (const where of ["same node", "other node"]) {
+for (const where of ["same node", "other node", "same node, polling only"]) {
   test(`recovery (${where}): a customer whose network dropped gets recovered, its old id, and exactly the 20 missed messages before newer live ones`, { skip: SKIP_REASON, timeout: 60000 }, async () => {
     const org = newOrg();
     const cust = person(org, "customer");
     const writer = await chat(A.url, { token: cust.token });
     const px = await viaProxy(A);
-    const reader = await chat(px.url, { token: cust.token });
+    const opts = where.endsWith("polling only") ? { transports: ["polling"] } : {};
+    const reader = await chat(px.url, { token: cust.token }, opts);
     assert.equal(reader.socket.recovered, false);
     const chatId = (await writer.sendOk(null, "m1", uid())).chatId;
     await writer.sendOk(chatId, "m2", uid());
@@ -114,7 +122,8 @@ for (const where of ["same node", "other node"]) {
 
     const gone = dropped(reader);
     px.cut();
-    assert.equal(await gone, "transport close");
+    // a WebSocket sees its connection close; a long-poll its request fail
+    assert.equal(await gone, opts.transports ? "transport error" : "transport close");
     for (let i = 0; i < 20; i++) await writer.sendOk(chatId, `missed ${i}`, `missed-${i}`);
     if (where === "other node") px.target = B;
 

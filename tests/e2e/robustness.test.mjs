@@ -170,3 +170,31 @@ test("malformed packets close only the offending connection", async () => {
   bystander.emit("message", "still here");
   assert.deepEqual(await back, ["still here"]);
 });
+
+test("a client that half-closes the connection of its pending long-poll ends its session at once, and chatd does not spin on that socket", { timeout: 15000 }, async () => {
+  const net = await import("node:net");
+  const fs = await import("node:fs");
+  const cpu = () => {
+    const f = fs.readFileSync(`/proc/${conf.pid}/stat`, "utf8").split(") ")[1].split(" ");
+    return (Number(f[11]) + Number(f[12])) / 100; // utime + stime, in clock ticks of 10 ms
+  };
+  const hs = await (await fetch(`${conf.url}/socket.io/?EIO=4&transport=polling`)).text();
+  const sid = JSON.parse(hs.slice(1)).sid;
+  const c = net.connect(conf.port, "127.0.0.1");
+  await once(c, "connect");
+  c.write(`GET /socket.io/?EIO=4&transport=polling&sid=${sid} HTTP/1.1\r\nHost: x\r\n\r\n`);
+  c.on("data", () => {});
+  const closed = once(c, "close");
+  c.end(); // FIN while the long-poll is held: the peer is gone
+  await withTimeout(closed, 5000, "chatd closing the long-poll connection");
+  // the session is gone (Node: "poll connection closed prematurely"): a POST is refused
+  let status = 0;
+  for (const deadline = Date.now() + 3000; Date.now() < deadline && status !== 400; ) {
+    status = (await fetch(`${conf.url}/socket.io/?EIO=4&transport=polling&sid=${sid}`, { method: "POST", body: "6" })).status;
+  }
+  assert.equal(status, 400, "the session ended");
+  // and nothing keeps the loop busy: well under a core over one second
+  const before = cpu();
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.ok(cpu() - before < 0.3, `chatd used ${(cpu() - before).toFixed(2)} CPU-s in 1 s while idle`);
+});
