@@ -76,14 +76,16 @@ const median = (a) => {
 const fmt = (v, d) => (v === undefined || Number.isNaN(v) ? '–' : v.toFixed(d));
 
 const cases = [...new Set(rows.map((r) => r.case))];
-const targets = ['chatd', 'node', 'relay'];
+// 'base': a second chatd binary (BENCH_CHATD_BASE), shown only when present
+const hasBase = rows.some((r) => r.target === 'base');
+const targets = hasBase ? ['chatd', 'base', 'node', 'relay'] : ['chatd', 'node', 'relay'];
 const out = [];
 out.push(`# chatd benchmark — ${new Date().toISOString()}`);
 out.push('');
 out.push('Medians of the repetitions, (min–max) in brackets. Ratio = chatd / Node and chatd / relay.');
 out.push('');
-out.push('| case | metric | chatd | Node | relay | chatd/Node | chatd/relay |');
-out.push('|---|---|---|---|---|---|---|');
+out.push(`| case | metric | chatd |${hasBase ? ' base |' : ''} Node | relay | chatd/Node | chatd/relay |${hasBase ? ' base/Node | chatd/base |' : ''}`);
+out.push(`|---|---|---|---|---|---|---|${hasBase ? '---|---|' : ''}`);
 for (const c of cases) {
   const kind = c.startsWith('persist-ramp') ? 'persistramp' : c.split('-')[0];
   const metrics = M[kind] || [];
@@ -100,7 +102,8 @@ for (const c of cases) {
       ? (cell[t].n > 1 ? `${fmt(cell[t].med, digits)} (${fmt(cell[t].min, digits)}–${fmt(cell[t].max, digits)})` : fmt(cell[t].med, digits))
       : '–');
     const ratio = (a, b) => (cell[a] && cell[b] && cell[b].med ? `${(cell[a].med / cell[b].med).toFixed(2)}×` : '–');
-    out.push(`| ${c} | ${label} | ${show('chatd')} | ${show('node')} | ${show('relay')} | ${ratio('chatd', 'node')} | ${ratio('chatd', 'relay')} |`);
+    const b = hasBase ? [show('base'), ratio('base', 'node'), ratio('chatd', 'base')] : [];
+    out.push(`| ${c} | ${label} | ${show('chatd')} |${hasBase ? ` ${b[0]} |` : ''} ${show('node')} | ${show('relay')} | ${ratio('chatd', 'node')} | ${ratio('chatd', 'relay')} |${hasBase ? ` ${b[1]} | ${b[2]} |` : ''}`);
   }
 }
 // The ramp is what a busy shared machine distorts most: show, per target, the repetition during
@@ -110,8 +113,8 @@ if (rampCases.length) {
   out.push('');
   out.push('Ramps, repetition with the least other load on the machine (max rate, other cores busy during its best step):');
   out.push('');
-  out.push('| case | chatd | Node | relay | chatd/Node |');
-  out.push('|---|---|---|---|---|');
+  out.push(`| case | chatd |${hasBase ? ' base |' : ''} Node | relay | chatd/Node |`);
+  out.push(`|---|---|---|---|---|${hasBase ? '---|' : ''}`);
   for (const c of rampCases) {
     const field = c.startsWith('persist') ? 'ramp_best_offered_msgs_per_s' : 'ramp_best_delivered_per_s';
     const q = {};
@@ -123,7 +126,7 @@ if (rampCases.length) {
     }
     const show = (t) => (q[t] ? `${(q[t][field] || 0).toFixed(0)} (other ${Math.max(0, q[t].other_busy_cores ?? 0).toFixed(2)})` : '–');
     const ratio = q.chatd && q.node && q.node[field] ? `${(q.chatd[field] / q.node[field]).toFixed(2)}×` : '–';
-    out.push(`| ${c} | ${show('chatd')} | ${show('node')} | ${show('relay')} | ${ratio} |`);
+    out.push(`| ${c} | ${show('chatd')} |${hasBase ? ` ${show('base')} |` : ''} ${show('node')} | ${show('relay')} | ${ratio} |`);
   }
 }
 

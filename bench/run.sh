@@ -12,6 +12,8 @@
 #   BUILD=build            where chatd and the bench tools are (make bench-tools)
 #   BENCH_REPS=3           repetitions (quick: 1)
 #   BENCH_TARGETS="chatd node relay"   subset to run; chatd is skipped if its bench-server does not start
+#   BENCH_CHATD_BASE=path   a second chatd binary (e.g. the previous commit), run as target "base" right
+#                           after chatd in the WebSocket and connect scenarios: before/after in one run
 #   BENCH_SCENARIOS="idle fanout ramp poll storm persist"   (ramp-100x10 / ramp-10x100: one layout)
 #   BENCH_BATCH_US=200     loadgen --batch-us for the WebSocket fan-out and ramp scenarios
 #   BENCH_NICE=-10         priority of servers, generator, redis and postgres when run as root (0 = off)
@@ -30,6 +32,8 @@ CHATD=$ROOT/$BUILD/chatd
 QUICK=${BENCH_QUICK:-0}
 if [ "$QUICK" = 1 ]; then REPS=${BENCH_REPS:-1}; else REPS=${BENCH_REPS:-3}; fi
 TARGETS=${BENCH_TARGETS:-"chatd node relay"}
+CHATD_BASE=${BENCH_CHATD_BASE:-}
+if [ -n "$CHATD_BASE" ] && [[ " $TARGETS " != *" base "* ]]; then TARGETS="$TARGETS base"; fi
 SCENARIOS=${BENCH_SCENARIOS:-"idle fanout ramp poll storm persist"}
 OUT=${BENCH_OUT:-$ROOT/$BUILD/bench/run-$(date -u +%Y%m%dT%H%M%SZ)}
 # WebSocket fan-out/ramp receivers poll at most every BATCH_US microseconds: ~25 % less generator
@@ -102,6 +106,9 @@ start_server() {
             env CHATD_LISTEN="127.0.0.1:$PORT" "${CHATD_BENCH_ENV[@]}" "${PIN_S[@]}" "$CHATD" bench-server \
                 >>"$OUT/chatd.log" 2>&1 &
         fi ;;
+    base)
+        env CHATD_LISTEN="127.0.0.1:$PORT" "${CHATD_BENCH_ENV[@]}" "${PIN_S[@]}" "$CHATD_BASE" bench-server \
+            >>"$OUT/base.log" 2>&1 & ;;
     node)
         if [ "$mode" = persist ]; then
             env CHATD_LISTEN="127.0.0.1:$PORT" "${PERSIST_ENV[@]}" "${PIN_S[@]}" node bench/ref-pg-redis.js \
@@ -153,6 +160,8 @@ for t in $TARGETS; do
     chatd)
         if [ -x "$CHATD" ] && start_server chatd; then ACTIVE+=(chatd); stop_server
         else log "chatd bench-server not available ($CHATD): chatd skipped"; fi ;;
+    base)
+        if [ -x "$CHATD_BASE" ]; then ACTIVE+=(base); else log "BENCH_CHATD_BASE $CHATD_BASE missing: base skipped"; fi ;;
     node)
         if command -v node >/dev/null && [ -d node_modules/socket.io ]; then ACTIVE+=(node)
         else log "node or node_modules/socket.io missing: Node reference skipped"; fi ;;
@@ -166,6 +175,7 @@ has() { local x; for x in "${ACTIVE[@]}"; do [ "$x" = "$1" ] && return 0; done; 
 one() {
     local case=$1 targets=$2 max=$3 rep t
     shift 3
+    targets=${targets/chatd/chatd base} # base (when active) right after chatd
     for rep in $(seq 1 "$REPS"); do
         for t in $targets; do
             has "$t" || continue

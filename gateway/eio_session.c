@@ -18,10 +18,14 @@
 #include "common/xalloc.h"
 #include "gateway/eio.h"
 #include "gateway/eio_packet.h"
+#include "gateway/wsframe.h"
 
 #define MAX_ENDPOINTS 4
 #define UPGRADE_HOLD_MS 50 /* a GET during an upgrade waits this long for "5" */
-#define WS_FRAMES_PER_WRITEABLE 256
+/* Frames queued for one WebSocket go out as one write of consecutive frames,
+ * at most this many bytes (a bigger single frame goes alone). */
+#define WS_BATCH_BYTES (64 * 1024)
+#define WS_BATCHES_PER_WRITEABLE 4
 
 struct endpoint {
     char *path;
@@ -39,6 +43,12 @@ struct eio_server {
     gw_frame *f_ping, *f_noop, *f_close, *f_probe;
     size_t live; /* sessions not yet freed */
     strmap conn_buckets; /* peer address -> struct bucket (new-session rate limit) */
+    /* WebSocket sessions with frames to write at the end of this loop
+     * iteration (FIFO, each holds a session reference), see on_flush_prep */
+    eio_sock *dirty_head, **dirty_tail;
+    uv_prepare_t *flush_prep; /* created on first use, closed by eio_close_all */
+    bool coalesce_off;        /* shutting down: write at once as before */
+    buf_t wsout;              /* one coalesced write */
 };
 
 /* Token bucket of new sessions per peer address. */
@@ -104,6 +114,8 @@ struct eio_sock {
     struct qitem *q;
     size_t qhead, qlen, qcap;
     int64_t qbytes;
+    bool dirty;        /* on srv's dirty list */
+    eio_sock *dirty_next;
     /* polling */
     http_req *get;     /* pending long-poll GET */
     bool get_is_hold;  /* arrived during an upgrade */
@@ -123,9 +135,10 @@ struct eio_sock {
 };
 
 static void sock_unref(eio_sock *s);
-static int ws_write(struct lws *wsi, gw_frame *f);
 static void session_close(eio_sock *s, const char *reason, bool flush, const char *poll_answer);
 static void flush(eio_sock *s);
+static void flush_ws(eio_sock *s, bool now);
+static void flush_dirty(eio_server *srv);
 
 /* ---- server ---------------------------------------------------------------- */
 
@@ -137,6 +150,8 @@ eio_server *eio_server_new(uv_loop_t *loop, const eio_options *opt)
     strmap_init(&srv->sessions);
     strmap_init(&srv->conn_buckets);
     buf_init(&srv->scratch);
+    buf_init(&srv->wsout);
+    srv->dirty_tail = &srv->dirty_head;
     srv->f_ping = frame_new("2", 1, false);
     srv->f_noop = frame_new("6", 1, false);
     srv->f_close = frame_new("1", 1, false);
@@ -149,8 +164,22 @@ size_t eio_session_count(const eio_server *srv)
     return srv->sessions.count;
 }
 
+static void on_prep_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
 void eio_close_all(eio_server *srv, const char *reason)
 {
+    /* Shutting down: what waits for the end of this iteration goes out now and
+     * the flush handle closes, so the loop can drain and end (main.c runs it
+     * before freeing the server); later frames take the WRITEABLE path. */
+    flush_dirty(srv);
+    srv->coalesce_off = true;
+    if (srv->flush_prep) {
+        uv_close((uv_handle_t *)srv->flush_prep, on_prep_closed);
+        srv->flush_prep = NULL;
+    }
     /* Collect first: closing edits the map. */
     size_t n = srv->sessions.count, i = 0, it;
     eio_sock **all = xmalloc((n ? n : 1) * sizeof *all);
@@ -176,6 +205,7 @@ void eio_server_free(eio_server *srv)
         free(e->value);
     strmap_free(&srv->conn_buckets);
     buf_free(&srv->scratch);
+    buf_free(&srv->wsout);
     frame_unref(srv->f_ping);
     frame_unref(srv->f_noop);
     frame_unref(srv->f_close);
@@ -249,7 +279,11 @@ int eio_send_frame(eio_sock *s, gw_frame *f, unsigned flags)
     if (s->closed)
         return -1;
     int64_t bound = s->srv->opt.max_outbound;
-    /* an empty queue always takes one frame: only a backlog is a slow consumer */
+    /* An empty queue always takes one frame: only a backlog is a slow consumer.
+     * Frames only waiting for the end of this iteration are no backlog: they
+     * go to the kernel first, and only what it refuses counts. */
+    if (bound > 0 && s->qlen && s->qbytes + (int64_t)f->len > bound && s->dirty)
+        flush_ws(s, true);
     if (bound > 0 && s->qlen && s->qbytes + (int64_t)f->len > bound) {
         if (flags & EIO_SEND_VOLATILE)
             return 1;
@@ -321,8 +355,96 @@ static void get_answer_queue(eio_sock *s)
     get_release(s);
 }
 
-/* Moves queued packets to whichever transport can take them now. */
-static void flush(eio_sock *s)
+/* ---- WebSocket writes --------------------------------------------------------
+ * A frame for an idle WebSocket is not written at once: its session joins the
+ * server's dirty list, and at the end of the loop iteration every frame queued
+ * for it meanwhile goes out in one write of consecutive WebSocket frames (a
+ * broadcast storm, or an ack followed by the broadcast of the same message,
+ * costs one send() per socket instead of one per frame). A socket that lws is
+ * still draining (partial write) waits for WRITEABLE as before. */
+
+static int ws_write(struct lws *wsi, gw_frame *f)
+{
+    int n = lws_write(wsi, frame_data(f), f->len, f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+    return n < (int)f->len ? -1 : 0;
+}
+
+/* Pops as many queued frames as fit in WS_BATCH_BYTES (at least one) and
+ * writes them with one lws_write. Returns 0, or -1 on a write error. */
+static int ws_write_batch(struct lws *wsi, eio_sock *s)
+{
+    gw_frame *f = s->q[s->qhead].f;
+    gw_frame *f2 = s->qlen > 1 ? s->q[(s->qhead + 1) % s->qcap].f : NULL;
+    if (!f2 || f->len + f2->len + 2 * WSFRAME_MAX_HEADER > WS_BATCH_BYTES) {
+        /* one frame: lws puts the header in its headroom, no copy */
+        f = q_pop(s);
+        int rc = ws_write(wsi, f);
+        frame_unref(f);
+        return rc;
+    }
+    buf_t *out = &s->srv->wsout;
+    buf_reset(out);
+    while (s->qlen) {
+        f = s->q[s->qhead].f;
+        if (out->len && out->len + WSFRAME_MAX_HEADER + f->len > WS_BATCH_BYTES)
+            break;
+        q_pop(s);
+        wsframe_append(out, frame_data(f), f->len, f->binary);
+        frame_unref(f);
+    }
+    /* LWS_WRITE_RAW on a WebSocket goes straight to lws_issue_raw (lws 4.1
+     * lib/roles/ws/ops-ws.c: `goto send_raw`, no framing, no extension: none
+     * is negotiated). Like a framed write, an unsent tail stays in lws's
+     * buflist_out (lws_partial_buffered) and later writes and lws's own
+     * control frames queue behind it, so frames are never interleaved. */
+    int n = lws_write(wsi, (unsigned char *)out->data, out->len, LWS_WRITE_RAW);
+    return n < (int)out->len ? -1 : 0;
+}
+
+/* Writes queued frames while lws holds no unsent tail; what remains waits
+ * for WRITEABLE. A write error closes the connection from WRITEABLE. */
+static void ws_write_now(eio_sock *s, eio_ws *c)
+{
+    while (s->qlen && !lws_partial_buffered(c->wsi)) {
+        if (ws_write_batch(c->wsi, s)) {
+            c->kill = true;
+            break;
+        }
+    }
+    if (s->qlen || c->kill) {
+        c->want_write = true;
+        lws_callback_on_writable(c->wsi);
+    }
+}
+
+static void on_flush_prep(uv_prepare_t *h);
+
+/* Puts s on the dirty list; false when coalescing is off (shutdown). */
+static bool defer_write(eio_sock *s)
+{
+    eio_server *srv = s->srv;
+    if (s->dirty)
+        return true;
+    if (srv->coalesce_off)
+        return false;
+    if (!srv->flush_prep) {
+        srv->flush_prep = xmalloc(sizeof *srv->flush_prep);
+        uv_prepare_init(srv->loop, srv->flush_prep);
+        srv->flush_prep->data = srv;
+    }
+    if (!srv->dirty_head)
+        uv_prepare_start(srv->flush_prep, on_flush_prep);
+    s->dirty = true;
+    s->refs++; /* the list's reference: a session closed meanwhile stays valid */
+    *srv->dirty_tail = s;
+    srv->dirty_tail = &s->dirty_next;
+    return true;
+}
+
+/* Moves queued packets to whichever transport can take them. An idle
+ * WebSocket is written at the end of the iteration, or at once with `now`
+ * (the end of the iteration, or queued bytes over the bound). */
+static void flush_ws(eio_sock *s, bool now)
 {
     if (!s->qlen)
         return;
@@ -331,22 +453,9 @@ static void flush(eio_sock *s)
         if (!c || !c->wsi || !c->established)
             return;
         if (!c->want_write && !c->kill && !lws_partial_buffered(c->wsi)) {
-            /* Write now: the socket is idle, so this costs one send() and no
-             * poll-for-writable round (which is two epoll_ctl calls per frame
-             * under libuv). lws keeps any unsent tail and its order. */
-            while (s->qlen) {
-                gw_frame *f = q_pop(s);
-                int rc = ws_write(c->wsi, f);
-                frame_unref(f);
-                if (rc) {
-                    c->kill = true; /* closed from the writeable callback */
-                    break;
-                }
-                if (lws_partial_buffered(c->wsi))
-                    break;
-            }
-            if (!s->qlen && !c->kill)
-                return;
+            if (now || !defer_write(s))
+                ws_write_now(s, c);
+            return;
         }
         c->want_write = true;
         lws_callback_on_writable(c->wsi);
@@ -355,6 +464,41 @@ static void flush(eio_sock *s)
     /* Polling: during an upgrade probe, data waits for the new transport. */
     if (s->get && !s->probed)
         get_answer_queue(s);
+}
+
+static void flush(eio_sock *s)
+{
+    flush_ws(s, false);
+}
+
+static void flush_dirty(eio_server *srv)
+{
+    eio_sock *s = srv->dirty_head;
+    srv->dirty_head = NULL;
+    srv->dirty_tail = &srv->dirty_head;
+    while (s) {
+        eio_sock *next = s->dirty_next;
+        s->dirty_next = NULL;
+        s->dirty = false;
+        flush_ws(s, true);
+        sock_unref(s);
+        s = next;
+    }
+}
+
+/* A uv_prepare handle, not uv_check: libuv runs prepare handles right before
+ * it blocks in epoll, after the timers, idle handles and the previous pass's
+ * I/O callbacks, so frames queued by any of them (a broadcast from a socket's
+ * message, a ping from a timer, a reply from Redis or PostgreSQL) go out
+ * before the loop sleeps. A check handle runs after the I/O callbacks but
+ * before the next pass's timers, whose frames would then wait for the next
+ * wake-up. The handle is only active while the list is not empty. */
+static void on_flush_prep(uv_prepare_t *h)
+{
+    eio_server *srv = h->data;
+    flush_dirty(srv);
+    if (!srv->dirty_head)
+        uv_prepare_stop(h);
 }
 
 /* ---- heartbeat --------------------------------------------------------------- */
@@ -918,12 +1062,6 @@ int eio_ws_receive(eio_ws *c, const void *in, size_t len)
     return rc;
 }
 
-static int ws_write(struct lws *wsi, gw_frame *f)
-{
-    int n = lws_write(wsi, frame_data(f), f->len, f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
-    return n < (int)f->len ? -1 : 0;
-}
-
 int eio_ws_writeable(eio_ws *c)
 {
     c->want_write = false;
@@ -944,11 +1082,8 @@ int eio_ws_writeable(eio_ws *c)
     eio_sock *s = c->s;
     if (!s || s->ws != c)
         return 0;
-    for (int i = 0; i < WS_FRAMES_PER_WRITEABLE && s->qlen; i++) {
-        gw_frame *f = q_pop(s);
-        int rc = ws_write(c->wsi, f);
-        frame_unref(f);
-        if (rc)
+    for (int i = 0; i < WS_BATCHES_PER_WRITEABLE && s->qlen; i++) {
+        if (ws_write_batch(c->wsi, s))
             return -1;
         if (lws_partial_buffered(c->wsi))
             break;
