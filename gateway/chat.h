@@ -61,11 +61,9 @@ typedef struct chat_sock {
     char *config_id;     /* context.configId (customers), or NULL */
     /* catch-up in progress: live chat messages are held, then de-duplicated by seq */
     bool catching_up;
+    cJSON *catchup_next; /* chatId -> seq: chats to read when the current read ends */
     struct held_msg *held;
     size_t nheld, capheld;
-    /* after catch-up: chatId -> seq the socket has; later deliveries at or
-     * below it are skipped (this node may still be behind another node) */
-    cJSON *floors;
     /* connection state recovery (csr.h): what was sent, for the record kept
      * when the socket drops; pid of the session; a recovery being applied */
     csr_log csr;
@@ -120,6 +118,9 @@ void chat_order_start(chat_app *app);
 void chat_order_stop(chat_app *app);
 /* Last seq this node delivered to a chat's room (or was told at a join); -1 when unknown. */
 int64_t chat_order_last(chat_app *app, const char *chat_id);
+/* Whether this node delivered a message of the chat after seq (to sockets that
+ * were in its room then). */
+bool chat_order_passed(chat_app *app, const char *chat_id, int64_t seq);
 /* A socket of this node joined a chat whose last seq was last_seq then. */
 void chat_order_seen(chat_app *app, const char *chat_id, int64_t last_seq);
 /* Delivers message `seq` of a chat in order (may hold it behind a gap). */

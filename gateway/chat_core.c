@@ -172,17 +172,12 @@ static void deliver_one(void *vctx, sio_socket *s)
         hold(cs, d->chat_id, d->seq, d->frame);
         return;
     }
-    if (d->chat_id && cs && cs->floors) {
-        cJSON *fl = cJSON_GetObjectItemCaseSensitive(cs->floors, d->chat_id);
-        if (fl && (double)d->seq <= fl->valuedouble)
-            return; /* the socket has it from before its reconnect */
-        if (fl)
-            cJSON_DeleteItemFromObjectCaseSensitive(cs->floors, d->chat_id);
-        if (!cs->floors->child) {
-            cJSON_Delete(cs->floors);
-            cs->floors = NULL;
-        }
-    }
+    /* Once per socket: what it has of a chat (sent, caught up, or where it
+     * joined) is in its log. A node may offer a socket older messages than it
+     * joined at (another socket of the node joined earlier), or offer again
+     * what catch-up delivered. */
+    if (d->chat_id && cs && d->seq <= csr_log_last(&cs->csr, d->chat_id))
+        return;
     if (sio_send_frames(s, &d->frame, 1, d->flags) == 0 && d->chat_id && cs)
         csr_log_note(&cs->csr, d->chat_id, d->seq);
 }
@@ -275,6 +270,8 @@ void chat_emit_message(chat_app *app, const char *org, const char *chat_id, int6
     free(room);
 }
 
+static void catchup_add(chat_sock *cs, const char *chat_id, int64_t have);
+
 struct join_ctx {
     const char *room;
     bool join;
@@ -290,8 +287,13 @@ static void join_one(void *vctx, sio_socket *s)
         return;
     }
     chat_sock *cs = sio_get_user(s);
-    if (cs && j->chat_id && !sio_in_room(s, j->room))
-        csr_log_seed(&cs->csr, j->chat_id, j->last_seq);
+    if (cs && j->chat_id) {
+        csr_log_join(&cs->csr, j->chat_id, j->last_seq);
+        /* this node delivered messages after that point before the socket
+         * was in the room: they come from the database */
+        if (chat_order_passed(cs->app, j->chat_id, j->last_seq))
+            catchup_add(cs, j->chat_id, j->last_seq);
+    }
     sio_join(s, j->room);
 }
 
@@ -418,8 +420,8 @@ static void chat_sock_free(chat_sock *cs)
     auth_principal_free(&cs->p);
     free(cs->identity_room);
     free(cs->config_id);
-    cJSON_Delete(cs->floors);
     cJSON_Delete(cs->recover_have);
+    cJSON_Delete(cs->catchup_next);
     csr_log_free(&cs->csr);
     for (size_t i = 0; i < cs->nheld; i++) {
         free(cs->held[i].chat_id);
@@ -439,13 +441,12 @@ static void reject(sio_socket *s, const char *code)
     buf_free(&b);
 }
 
-/* Releases held live messages: those newer than what catch-up delivered. */
-static void release_held(chat_sock *cs, const cJSON *delivered)
+/* Releases held live messages: those newer than what the socket has now. */
+static void release_held(chat_sock *cs)
 {
     for (size_t i = 0; i < cs->nheld; i++) {
         struct held_msg *h = &cs->held[i];
-        const cJSON *upto = cJSON_GetObjectItemCaseSensitive(delivered, h->chat_id);
-        if ((!cJSON_IsNumber(upto) || (double)h->seq > upto->valuedouble) &&
+        if (h->seq > csr_log_last(&cs->csr, h->chat_id) &&
             sio_send_frames(cs->s, &h->frame, 1, 0) == 0)
             csr_log_note(&cs->csr, h->chat_id, h->seq);
         free(h->chat_id);
@@ -455,38 +456,11 @@ static void release_held(chat_sock *cs, const cJSON *delivered)
     cs->catching_up = false;
 }
 
-static void on_catchup(void *ctx, const PGresult *res, const char *err)
-{
-    chat_op *op = ctx;
-    chat_sock *cs = chat_op_sock(op);
-    if (!cs)
-        goto out;
-    /* op->json: chatId -> lastSeq the client had; raised to what we deliver now */
-    if (!err) {
-        buf_t b;
-        buf_init(&b);
-        for (int r = 0; r < PQntuples(res); r++) {
-            pg_message m;
-            if (pg_message_from_row(res, r, &m) != 0)
-                continue;
-            buf_reset(&b);
-            chat_message_args_row(&b, &m);
-            if (sio_emit(cs->s, b.data, b.len, NULL, 0, 0) == 0)
-                csr_log_note(&cs->csr, m.chat_id, m.seq);
-            cJSON *cur = cJSON_GetObjectItemCaseSensitive(op->json, m.chat_id);
-            if (cur)
-                cJSON_SetNumberValue(cur, (double)m.seq);
-        }
-        buf_free(&b);
-    } else {
-        log_warn("chat: catch-up query failed: %s", err);
-    }
-    release_held(cs, op->json);
-    cs->floors = op->json; /* what the socket has now, per chat */
-    op->json = NULL;
-out:
-    chat_op_free(op);
-}
+/* ---- catch-up -------------------------------------------------------------------------
+ * Messages a socket missed are read from PostgreSQL and sent before anything
+ * live of it: while a read is in flight, live chat messages for the socket are
+ * held. Chats added meanwhile are read next; the held messages go out (those
+ * the socket does not have yet) when nothing is left to read. */
 
 static const char CATCHUP_SQL[] =
     "SELECT " PG_MESSAGE_COLUMNS " FROM messages"
@@ -495,32 +469,78 @@ static const char CATCHUP_SQL[] =
     "   JOIN messages m ON m.chat_id = l.chat_id AND m.seq > l.seq::bigint)"
     " ORDER BY chat_id, seq";
 
-/* Starts catch-up for context.lastSeq (a map chatId -> seq); entries that are
- * not objects of numbers are ignored. Returns true when a query was started. */
-static bool start_catchup(chat_sock *cs, const cJSON *last_seq)
+static void catchup_run(chat_sock *cs);
+
+static void on_catchup(void *ctx, const PGresult *res, const char *err)
 {
-    if (!cJSON_IsObject(last_seq))
-        return false;
-    cJSON *clean = cJSON_CreateObject();
-    int n = 0;
-    for (const cJSON *e = last_seq->child; e && n < 100; e = e->next) {
-        if (!e->string || !cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 9e15)
-            continue;
-        cJSON_AddNumberToObject(clean, e->string, floor(e->valuedouble));
-        n++;
+    chat_op *op = ctx;
+    chat_sock *cs = chat_op_sock(op);
+    if (!cs)
+        goto out;
+    if (!err) {
+        buf_t b;
+        buf_init(&b);
+        for (int r = 0; r < PQntuples(res); r++) {
+            pg_message m;
+            if (pg_message_from_row(res, r, &m) != 0 ||
+                m.seq <= csr_log_last(&cs->csr, m.chat_id))
+                continue;
+            buf_reset(&b);
+            chat_message_args_row(&b, &m);
+            if (sio_emit(cs->s, b.data, b.len, NULL, 0, 0) == 0)
+                csr_log_note(&cs->csr, m.chat_id, m.seq);
+        }
+        buf_free(&b);
+    } else {
+        log_warn("chat: catch-up query failed: %s", err);
     }
-    if (!n) {
-        cJSON_Delete(clean);
-        return false;
-    }
-    char *json = cJSON_PrintUnformatted(clean);
+    if (cs->catchup_next)
+        catchup_run(cs);
+    else
+        release_held(cs);
+out:
+    chat_op_free(op);
+}
+
+static void catchup_run(chat_sock *cs)
+{
+    char *json = cJSON_PrintUnformatted(cs->catchup_next);
+    cJSON_Delete(cs->catchup_next);
+    cs->catchup_next = NULL;
     chat_op *op = chat_op_new(cs->s, -1, NULL);
-    op->json = clean;
     const char *params[3] = {json, cs->p.org, cs->p.role == AUTH_ROLE_CUSTOMER ? cs->p.key : NULL};
     cs->catching_up = true;
     pg_query(cs->app->pg, CATCHUP_SQL, 3, params, on_catchup, op);
     cJSON_free(json);
-    return true;
+}
+
+/* The socket has chat_id up to `have`: send it what follows. */
+static void catchup_add(chat_sock *cs, const char *chat_id, int64_t have)
+{
+    if (!cs->catchup_next)
+        cs->catchup_next = cJSON_CreateObject();
+    cJSON *cur = cJSON_GetObjectItemCaseSensitive(cs->catchup_next, chat_id);
+    if (!cur)
+        cJSON_AddNumberToObject(cs->catchup_next, chat_id, (double)have);
+    else if ((double)have < cur->valuedouble)
+        cJSON_SetNumberValue(cur, (double)have);
+    if (!cs->catching_up)
+        catchup_run(cs);
+}
+
+/* Starts catch-up for context.lastSeq (a map chatId -> seq); entries that are
+ * not numbers are ignored, 100 chats at most. */
+static void start_catchup(chat_sock *cs, const cJSON *last_seq)
+{
+    if (!cJSON_IsObject(last_seq))
+        return;
+    int n = 0;
+    for (const cJSON *e = last_seq->child; e && n < 100; e = e->next) {
+        if (!e->string || !cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 9e15)
+            continue;
+        catchup_add(cs, e->string, (int64_t)floor(e->valuedouble));
+        n++;
+    }
 }
 
 /* An agent's recovered socket follows again the chats it followed (assigned
@@ -597,10 +617,14 @@ static void on_session_chats(void *ctx, const PGresult *res, const char *err)
     for (int r = 0; r < PQntuples(res); r++) {
         const char *id = PQgetvalue(res, r, 0);
         char *room = chat_room(cs->p.org, id);
-        chat_order_seen(app, id, atoll(PQgetvalue(res, r, 2)));
-        csr_log_seed(&cs->csr, id, atoll(PQgetvalue(res, r, 2)));
+        int64_t last = atoll(PQgetvalue(res, r, 2));
+        chat_order_seen(app, id, last);
+        csr_log_seed(&cs->csr, id, last);
         sio_join(s, room);
         free(room);
+        /* delivered here between the query and now: from the database */
+        if (!cJSON_GetObjectItemCaseSensitive(op->json, id) && chat_order_passed(app, id, last))
+            catchup_add(cs, id, last);
         if (r)
             buf_putc(&b, ',');
         buf_puts(&b, "{\"id\":");
@@ -642,8 +666,13 @@ static void on_resync(void *ctx, const PGresult *res, const char *err)
             const char *id = PQgetvalue(res, r, 0);
             char *room = chat_room(cs->p.org, id);
             if (!sio_in_room(cs->s, room)) {
-                chat_order_seen(cs->app, id, atoll(PQgetvalue(res, r, 2)));
+                int64_t last = atoll(PQgetvalue(res, r, 2));
+                csr_log_join(&cs->csr, id, last);
+                int64_t have = csr_log_last(&cs->csr, id);
+                chat_order_seen(cs->app, id, last);
                 sio_join(cs->s, room);
+                if (chat_order_passed(cs->app, id, have))
+                    catchup_add(cs, id, have);
             }
             free(room);
         }

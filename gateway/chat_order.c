@@ -29,6 +29,7 @@ struct ochat {
     char *chat_id;
     char *room;
     int64_t last; /* -1: unknown */
+    bool delivered; /* this node delivered a message of it (else `last` is only where sockets joined) */
     struct pend *pend; /* sorted by seq */
     size_t n, cap;
     uint64_t wait_since;
@@ -89,7 +90,12 @@ void chat_order_seen(chat_app *app, const char *chat_id, int64_t last_seq)
 {
     struct chat_order *o = app->order;
     struct ochat *c = get(o, chat_id, true);
-    if (c->last < 0 && !c->n)
+    /* Until this node has delivered a message of the chat, `last` is the
+     * lowest point a local socket joined at: joins decided on other nodes
+     * arrive late (a customer's J after an agent's observe here), and their
+     * sockets need what follows their own point. Sockets that joined later
+     * skip what they have (chat_core's per-socket log). */
+    if (!c->delivered && (c->last < 0 || last_seq < c->last))
         c->last = last_seq;
     c->touched = uv_now(app->loop);
 }
@@ -100,6 +106,12 @@ int64_t chat_order_last(chat_app *app, const char *chat_id)
     return c ? c->last : -1;
 }
 
+bool chat_order_passed(chat_app *app, const char *chat_id, int64_t seq)
+{
+    struct ochat *c = app->order ? get(app->order, chat_id, false) : NULL;
+    return c && c->delivered && c->last > seq;
+}
+
 /* Delivers consecutive pending messages. */
 static void drain(struct chat_order *o, struct ochat *c)
 {
@@ -108,6 +120,7 @@ static void drain(struct chat_order *o, struct ochat *c)
         if (c->pend[k].seq == c->last + 1) {
             chat_deliver_frame(o->app, c->room, c->chat_id, c->pend[k].seq, c->pend[k].frame);
             c->last = c->pend[k].seq;
+            c->delivered = true;
         }
         frame_unref(c->pend[k].frame);
         k++;
@@ -134,6 +147,7 @@ void chat_order_deliver(chat_app *app, const char *room, const char *chat_id, in
     if (seq == c->last + 1 && !c->n) {
         chat_deliver_frame(app, room, chat_id, seq, f);
         c->last = seq;
+        c->delivered = true;
         return;
     }
     /* ahead of a gap: keep it, sorted */
@@ -182,6 +196,7 @@ static void on_gap(void *ctx, const PGresult *res, const char *err)
                     frame_unref(f);
                 }
                 c->last = m.seq;
+                c->delivered = true;
             }
             buf_free(&b);
         } else {

@@ -26,20 +26,29 @@ static long find_chat(const csr_log *l, const char *chat_id)
     return -1;
 }
 
-static size_t add_chat(csr_log *l, const char *chat_id, int64_t seq)
+static size_t add_chat(csr_log *l, const char *chat_id, int64_t seq, enum csr_from from)
 {
     if (l->nchats == l->capchats) {
         l->capchats = l->capchats ? l->capchats * 2 : 4;
         l->chats = xrealloc(l->chats, l->capchats * sizeof *l->chats);
     }
-    l->chats[l->nchats] = (struct csr_chat){xstrdup(chat_id), seq};
+    l->chats[l->nchats] = (struct csr_chat){xstrdup(chat_id), seq, from};
     return l->nchats++;
 }
 
 void csr_log_seed(csr_log *l, const char *chat_id, int64_t seq)
 {
     if (find_chat(l, chat_id) < 0)
-        add_chat(l, chat_id, seq);
+        add_chat(l, chat_id, seq, CSR_HAVE);
+}
+
+void csr_log_join(csr_log *l, const char *chat_id, int64_t seq)
+{
+    long c = find_chat(l, chat_id);
+    if (c < 0)
+        add_chat(l, chat_id, seq, CSR_JOIN);
+    else if (l->chats[c].from == CSR_JOIN && seq < l->chats[c].last)
+        l->chats[c].last = seq;
 }
 
 int64_t csr_log_last(const csr_log *l, const char *chat_id)
@@ -67,9 +76,10 @@ void csr_log_note(csr_log *l, const char *chat_id, int64_t seq)
 {
     long c = find_chat(l, chat_id);
     if (c < 0)
-        c = (long)add_chat(l, chat_id, seq);
+        c = (long)add_chat(l, chat_id, seq, CSR_SENT);
     else if (seq > l->chats[c].last)
         l->chats[c].last = seq;
+    l->chats[c].from = CSR_SENT;
     if (l->len == l->cap && l->cap < CSR_RING_MAX)
         ring_grow(l);
     struct csr_ent e = {(uint32_t)c, seq};

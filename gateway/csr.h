@@ -30,9 +30,12 @@
 
 #define CSR_RING_MAX 256 /* messages in flight a recovery can place */
 
+enum csr_from { CSR_HAVE, CSR_JOIN, CSR_SENT };
+
 struct csr_chat {
     char *id;
-    int64_t last; /* last seq queued to the socket, or the seq it joined at */
+    int64_t last;       /* last seq queued to the socket, or the seq it has / joined at */
+    enum csr_from from; /* where `last` came from */
 };
 
 struct csr_ent {
@@ -49,9 +52,13 @@ typedef struct csr_log {
 } csr_log;
 
 void csr_log_free(csr_log *l); /* and zeroes it */
-/* The socket follows chat_id from seq `seq` on (known when it joined). No
- * effect when the chat is already in the log. */
+/* The socket has chat_id up to `seq` (the client said so, or was told so in
+ * `session`). No effect when the chat is already in the log. */
 void csr_log_seed(csr_log *l, const char *chat_id, int64_t seq);
+/* The socket became a member of chat_id's room at `seq`. Joins decided on
+ * several nodes arrive in any order: until a message was sent, the earliest
+ * join point wins (never below what the socket has). */
+void csr_log_join(csr_log *l, const char *chat_id, int64_t seq);
 /* Message seq of chat_id was queued to the socket. */
 void csr_log_note(csr_log *l, const char *chat_id, int64_t seq);
 /* Last seq queued (or seeded) for chat_id; -1 when unknown. */

@@ -64,6 +64,24 @@ static void test_seed_and_note(void **state)
     assert_null(l.ring);
 }
 
+static void test_join_points(void **state)
+{
+    (void)state;
+    csr_log l = {0};
+    csr_log_join(&l, "a", 3); /* joined here at 3 ... */
+    csr_log_join(&l, "a", 0); /* ... but another node's earlier join arrives late */
+    assert_int_equal(csr_log_last(&l, "a"), 0);
+    csr_log_join(&l, "a", 2); /* later points never raise it */
+    assert_int_equal(csr_log_last(&l, "a"), 0);
+    csr_log_note(&l, "a", 1); /* once something was sent, joins change nothing */
+    csr_log_join(&l, "a", 0);
+    assert_int_equal(csr_log_last(&l, "a"), 1);
+    csr_log_seed(&l, "b", 5); /* what the socket has is never lowered by a join */
+    csr_log_join(&l, "b", 2);
+    assert_int_equal(csr_log_last(&l, "b"), 5);
+    csr_log_free(&l);
+}
+
 /* Sent a5..a8 and b1..b2 interleaved; the client got up to b1. */
 static void test_recover_mid_ring(void **state)
 {
@@ -174,6 +192,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_offset_text),     cmocka_unit_test(test_seed_and_note),
+        cmocka_unit_test(test_join_points),
         cmocka_unit_test(test_recover_mid_ring), cmocka_unit_test(test_wrapped_ring),
         cmocka_unit_test(test_refusals),        cmocka_unit_test(test_reasons),
     };
