@@ -806,7 +806,8 @@ static void chat_connect(void *ctx, sio_socket *s, const cJSON *auth, const char
          * (recoverable: its record is SET before our GETDEL, on the same
          * Redis connection). Only for the same person. */
         chat_sock *old = strmap_get(&app->pids, pid, strlen(pid));
-        if (old && !strcmp(old->identity_room, cs->identity_room) && sio_eio(old->s))
+        if (old && !strcmp(old->identity_room, cs->identity_room) && sio_eio(old->s) &&
+            sio_eio(old->s) != sio_eio(s))
             eio_abort(sio_eio(old->s), "transport close");
         buf_t key;
         buf_init(&key);
