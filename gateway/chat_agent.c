@@ -520,16 +520,10 @@ static void on_transfer_agent_redis(void *ctx, redisReply *reply, const char *er
         return;
     }
     /* connected elsewhere: the name its sockets registered (queue_on_connect) */
-    rk_argv argv;
-    rk_argv_init(&argv, RK_NO_SCRIPT);
     buf_t k;
     buf_init(&k);
     rk_key(&k, a->org, "agentname");
-    rk_argv_args(&argv, "HGET");
-    rk_argv_arg(&argv, k.data, k.len);
-    rk_argv_args(&argv, a->target);
-    redis_eval(app->redis, &argv, on_target_name, a);
-    rk_argv_free(&argv);
+    redis_cmd(app->redis, on_target_name, a, "HGET", k.data, a->target, NULL);
     buf_free(&k);
 }
 

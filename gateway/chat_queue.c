@@ -326,17 +326,11 @@ void queue_on_connect(chat_sock *cs)
 {
     if (cs->p.role != AUTH_ROLE_AGENT || !cs->p.name || !redis_up(cs->app))
         return;
-    rk_argv a;
-    rk_argv_init(&a, RK_NO_SCRIPT);
     buf_t k;
     buf_init(&k);
     rk_key(&k, cs->p.org, "agentname");
-    rk_argv_args(&a, "HSET");
-    rk_argv_arg(&a, k.data, k.len);
-    rk_argv_args(&a, cs->p.sub);
-    rk_argv_args(&a, cs->p.name);
-    redis_eval(cs->app->redis, &a, on_redis_logged, "agent name");
-    rk_argv_free(&a);
+    redis_cmd(cs->app->redis, on_redis_logged, "agent name", "HSET", k.data, cs->p.sub,
+              cs->p.name, NULL);
     buf_free(&k);
 }
 
@@ -502,13 +496,7 @@ static void track_reply_org(chat_app *app, const char *org)
     if (!qm || strmap_get(&qm->reply_orgs, org, strlen(org)))
         return;
     strmap_put(&qm->reply_orgs, org, strlen(org), (void *)1);
-    rk_argv a;
-    rk_argv_init(&a, RK_NO_SCRIPT);
-    rk_argv_args(&a, "SADD");
-    rk_argv_args(&a, REPLY_ORGS_KEY);
-    rk_argv_args(&a, org);
-    redis_eval(app->redis, &a, on_redis_logged, "track no-reply org");
-    rk_argv_free(&a);
+    redis_cmd(app->redis, on_redis_logged, "track no-reply org", "SADD", REPLY_ORGS_KEY, org, NULL);
 }
 
 static void arm_now(chat_app *app, const char *org, const char *chat_id)
@@ -607,26 +595,26 @@ out:
     free(c);
 }
 
+/* The no-reply timer of c's chat fired and this node claimed it: the chat goes
+ * back to the queue (chat_requeue checks it is still unanswered). Takes c. */
+static void requeue_no_reply(struct arm_ctx *c)
+{
+    const char *params[8] = {c->chat_id, c->org, "no_reply", NULL, NULL, NULL,
+                             "The agent did not reply in time: the chat is back in the queue",
+                             NULL};
+    pg_query_opts q = {.sql = "SELECT * FROM chat_requeue($1, $2, $3, $4, $5, $6::text[], $7, $8)",
+                       .nparams = 8,
+                       .params = params,
+                       .route_key = c->chat_id};
+    pg_query_ex(c->app->pg, &q, on_noreply_requeued, c);
+}
+
 static void on_reply_claim(void *ctx, redisReply *reply, const char *err)
 {
     struct arm_ctx *c = ctx;
-    chat_app *app = c->app;
     if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
         reply->element[0]->type == REDIS_REPLY_INTEGER && reply->element[0]->integer == 1) {
-        const char *params[8] = {c->chat_id,
-                                 c->org,
-                                 "no_reply",
-                                 NULL,
-                                 NULL,
-                                 NULL,
-                                 "The agent did not reply in time: the chat is back in the queue",
-                                 NULL};
-        pg_query_opts q = {.sql =
-                               "SELECT * FROM chat_requeue($1, $2, $3, $4, $5, $6::text[], $7, $8)",
-                           .nparams = 8,
-                           .params = params,
-                           .route_key = c->chat_id};
-        pg_query_ex(app->pg, &q, on_noreply_requeued, c);
+        requeue_no_reply(c);
         return;
     }
     free(c->org);
@@ -668,22 +656,7 @@ static void on_reply_due(void *ctx, redisReply *reply, const char *err)
             c->app = d->app;
             c->org = xstrdup(d->org);
             c->chat_id = xstrdup(due.items[i].chat_id);
-            /* claimed already (removed from the zset): act as on_reply_claim does */
-            const char *params[8] = {
-                c->chat_id,
-                c->org,
-                "no_reply",
-                NULL,
-                NULL,
-                NULL,
-                "The agent did not reply in time: the chat is back in the queue",
-                NULL};
-            pg_query_opts q = {
-                .sql = "SELECT * FROM chat_requeue($1, $2, $3, $4, $5, $6::text[], $7, $8)",
-                .nparams = 8,
-                .params = params,
-                .route_key = c->chat_id};
-            pg_query_ex(d->app->pg, &q, on_noreply_requeued, c);
+            requeue_no_reply(c); /* claimed already (removed from the zset) */
         }
         pres_timer_due_free(&due);
     }
@@ -1213,17 +1186,11 @@ static void on_org_aht(void *ctx, const PGresult *res, const char *err)
 {
     struct due_ctx *d = ctx;
     if (!err && PQntuples(res) == 1 && qmod(d->app) && redis_up(d->app)) {
-        rk_argv a;
-        rk_argv_init(&a, RK_NO_SCRIPT);
         buf_t k;
         buf_init(&k);
         rk_key(&k, d->org, "aht");
-        rk_argv_args(&a, "SET");
-        rk_argv_arg(&a, k.data, k.len);
-        rk_argv_args(&a, PQgetvalue(res, 0, 0));
-        rk_argv_args(&a, "NX");
-        redis_eval(d->app->redis, &a, on_redis_logged, "seed average handle time");
-        rk_argv_free(&a);
+        redis_cmd(d->app->redis, on_redis_logged, "seed average handle time", "SET", k.data,
+                  PQgetvalue(res, 0, 0), "NX", NULL);
         buf_free(&k);
     }
     free(d->org);
