@@ -52,6 +52,7 @@ static const struct setting {
     S("CHATD_RATE_EVENTS_PER_S", "rate-events-per-s", K_INT, rate_events_per_s, "50", "per-socket events/s (burst 4x)"),
     S("CHATD_RATE_CONN_PER_S", "rate-conn-per-s", K_INT, rate_conn_per_s, "200", "per-IP connections/s (burst 4x)"),
     S("CHATD_RECOVERY_MS", "recovery-ms", K_INT, recovery_ms, "120000", "how long a dropped socket's state is kept for Socket.IO connection state recovery (0 = off)"),
+    S("CHATD_PG_POOL", "pg-pool", K_INT, pg_pool, "4", "PostgreSQL connections of this process"),
     S("CHATD_NODE_ID", "node-id", K_STR, node_id, NULL, "node name in a cluster (hostname:port)"),
 #undef S
 };

@@ -41,6 +41,7 @@ typedef struct chatd_config {
     int rate_events_per_s;       /* CHATD_RATE_EVENTS_PER_S (50, burst 4x) */
     int rate_conn_per_s;         /* CHATD_RATE_CONN_PER_S (200, burst 4x) */
     int recovery_ms;             /* CHATD_RECOVERY_MS (120000; 0 = no state recovery) */
+    int pg_pool;                 /* CHATD_PG_POOL (4): PostgreSQL connections of this process */
     char *node_id;       /* CHATD_NODE_ID (hostname:port) */
 } chatd_config;
 

@@ -111,7 +111,10 @@ static int setup_serve(struct server *srv, chatd_config *cfg)
 {
     char err[256];
     srv->sio = sio_server_new(srv->eio, "/socket.io/");
-    srv->pg = pg_new(srv->loop, cfg->database_url, NULL);
+    pg_options po;
+    pg_options_default(&po);
+    po.pool_size = cfg->pg_pool > 0 ? cfg->pg_pool : 1;
+    srv->pg = pg_new(srv->loop, cfg->database_url, &po);
     srv->chat = chat_app_new(srv->loop, cfg, srv->sio, srv->pg, NULL, err, sizeof err);
     if (!srv->chat) {
         log_error("serve: %s", err);

@@ -5,10 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "common/xalloc.h"
+#include "store/msgid.h"
 
-#define APPEND_BATCH_SQL "SELECT * FROM chat_append_batch($1::jsonb)"
+#define APPEND_BATCH_SQL "SELECT * FROM chat_append_items($1::jsonb)"
 #define APPEND_STMT "chatd_append_message"
 #define APPEND_SQL                                                                            \
     "SELECT * FROM chat_append_message($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9::int, "     \
@@ -197,14 +200,34 @@ static void json_field(buf_t *b, const char *k, const char *v)
         buf_puts(b, "null");
 }
 
-/* The common case (no upload ids): one JSON item of a combined chat_append_batch() call, so
+/* A new message's id, time-ordered (see msgid.h). One generator per process, seeded once. */
+static void next_message_id(char out[MSGID_LEN + 1])
+{
+    static msgid_gen gen;
+    static bool seeded;
+    if (!seeded) {
+        uint64_t seed;
+        if (getrandom(&seed, sizeof seed, 0) != (ssize_t)sizeof seed)
+            seed = (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)&seed << 16);
+        msgid_init(&gen, seed);
+        seeded = true;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    msgid_next(&gen, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000, out);
+}
+
+/* The common case (no upload ids): one JSON item of a combined chat_append_items() call, so
  * the appends of one loop iteration that go to the same connection become one multi-row
  * write. The attachments JSON is checked to be an array before it is embedded. */
 static pg_req_id append_combined(pg_client *pg, const pg_append_req *req, append_ctx *a)
 {
     buf_t b;
     buf_init(&b);
+    char msg_id[MSGID_LEN + 1];
+    next_message_id(msg_id);
     buf_putc(&b, '{');
+    json_field(&b, "id", msg_id);
     json_field(&b, "chat", req->chat_id);
     json_field(&b, "cid", req->client_id);
     json_field(&b, "st", req->sender_type);

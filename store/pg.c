@@ -467,6 +467,10 @@ static void conn_finish_group(pg_conn *c)
         } else if (PQntuples(res) != r->members.n) {
             err = "internal: combined query returned a wrong number of rows";
         }
+        /* The next combined query leaves before this one's callbacks run: PostgreSQL works
+         * on it while we answer and broadcast (otherwise the backend idles through them). */
+        if (!err && c->pending.head)
+            conn_dispatch(c);
         req_finish(pg, r, res, err);
         PQclear(res);
         return;
@@ -837,7 +841,7 @@ void pg_options_default(pg_options *o)
     o->backoff_min_ms = 100;
     o->backoff_max_ms = 5000;
     o->max_inflight = 512;
-    o->max_batch = 64;
+    o->max_batch = 256;
 }
 
 pg_client *pg_new(uv_loop_t *loop, const char *conninfo, const pg_options *opt)

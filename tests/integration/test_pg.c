@@ -497,6 +497,108 @@ static void test_append_owner_version(void **state)
     free_client(pg);
 }
 
+/* chat_append_items (sql/024) called directly: the short path for a plain batch, and the
+ * item-by-item classification for a batch with anything unusual. The short path is the only
+ * one that keeps the ids chatd sends, which tells the two apart. */
+static PGresult *append_items(const char *json)
+{
+    const char *params[1] = {json};
+    PGresult *r = PQexecParams(admin,
+                               "SELECT idx, status, id, seq, last_seq FROM chat_append_items($1::jsonb)",
+                               1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("chat_append_items: %s", PQresultErrorMessage(r));
+    return r;
+}
+
+static void assert_row(PGresult *r, int row, const char *status, const char *id, long long seq,
+                       long long last_seq)
+{
+    assert_int_equal(atoi(PQgetvalue(r, row, 0)), row);
+    assert_string_equal(PQgetvalue(r, row, 1), status);
+    if (id)
+        assert_string_equal(PQgetvalue(r, row, 2), id);
+    if (seq >= 0)
+        assert_int_equal(strtoll(PQgetvalue(r, row, 3), NULL, 10), seq);
+    if (last_seq >= 0)
+        assert_int_equal(strtoll(PQgetvalue(r, row, 4), NULL, 10), last_seq);
+}
+
+static void test_append_items_paths(void **state)
+{
+    (void)state;
+    NEED_DB();
+    char a[64], b[64], closed[64], json[2048], sql[256];
+    new_chat(a, sizeof a, "assigned");
+    new_chat(b, sizeof b, "assigned");
+    new_chat(closed, sizeof closed, "closed");
+
+    /* plain batch over two chats, two system messages without clientId in one chat */
+    snprintf(json, sizeof json,
+             "[{\"id\":\"%s-1\",\"chat\":\"%s\",\"cid\":\"a1\",\"st\":\"customer\",\"text\":\"one\",\"org\":\"org-test\"},"
+             "{\"id\":\"%s-1\",\"chat\":\"%s\",\"cid\":\"b1\",\"st\":\"agent\",\"text\":\"two\",\"org\":\"org-test\"},"
+             "{\"id\":\"%s-2\",\"chat\":\"%s\",\"st\":\"system\",\"text\":\"three\"},"
+             "{\"id\":\"%s-3\",\"chat\":\"%s\",\"st\":\"system\",\"text\":\"four\"}]",
+             a, a, b, b, a, a, a, a);
+    char a1[80], b1[80], a2[80], a3[80];
+    snprintf(a1, sizeof a1, "%s-1", a);
+    snprintf(b1, sizeof b1, "%s-1", b);
+    snprintf(a2, sizeof a2, "%s-2", a);
+    snprintf(a3, sizeof a3, "%s-3", a);
+    PGresult *r = append_items(json);
+    assert_int_equal(PQntuples(r), 4);
+    assert_row(r, 0, "ok", a1, 1, 3);
+    assert_row(r, 1, "ok", b1, 1, 1);
+    assert_row(r, 2, "ok", a2, 2, 3);
+    assert_row(r, 3, "ok", a3, 3, 3);
+    PQclear(r);
+    snprintf(sql, sizeof sql, "SELECT last_seq * 10 + (SELECT count(*) FROM messages WHERE chat_id = '%s') "
+                              "FROM chats WHERE id = '%s'", a, a);
+    assert_int_equal(scalar(sql), 33);
+
+    /* a retried clientId, a new one and a closed chat: classified item by item */
+    snprintf(json, sizeof json,
+             "[{\"id\":\"x1\",\"chat\":\"%s\",\"cid\":\"a1\",\"st\":\"customer\",\"text\":\"one again\"},"
+             "{\"id\":\"x2\",\"chat\":\"%s\",\"cid\":\"a4\",\"st\":\"customer\",\"text\":\"five\"},"
+             "{\"id\":\"x3\",\"chat\":\"%s\",\"cid\":\"c1\",\"st\":\"customer\",\"text\":\"late\"}]",
+             a, a, closed);
+    r = append_items(json);
+    assert_int_equal(PQntuples(r), 3);
+    assert_row(r, 0, "replay", a1, 1, -1);
+    assert_row(r, 1, "ok", NULL, 4, 4);
+    assert_true(strcmp(PQgetvalue(r, 1, 2), "x2") != 0); /* the classifying path's own id */
+    assert_row(r, 2, "closed", NULL, -1, -1);
+    PQclear(r);
+
+    /* a clientId twice in one batch: stored once, the second answers replay with the same row */
+    snprintf(json, sizeof json,
+             "[{\"id\":\"y1\",\"chat\":\"%s\",\"cid\":\"b2\",\"st\":\"agent\",\"text\":\"x\"},"
+             "{\"id\":\"y2\",\"chat\":\"%s\",\"cid\":\"b2\",\"st\":\"agent\",\"text\":\"x\"}]",
+             b, b);
+    r = append_items(json);
+    assert_int_equal(PQntuples(r), 2);
+    assert_row(r, 0, "ok", NULL, 2, 2);
+    assert_row(r, 1, "replay", PQgetvalue(r, 0, 2), 2, -1);
+    PQclear(r);
+
+    /* another org, an unknown chat, a stale owner version: nothing stored, seq untouched */
+    snprintf(sql, sizeof sql, "UPDATE chats SET owner_version = 3 WHERE id = '%s'", b);
+    exec_ok(sql);
+    snprintf(json, sizeof json,
+             "[{\"chat\":\"%s\",\"cid\":\"z1\",\"st\":\"agent\",\"org\":\"org-other\"},"
+             "{\"chat\":\"no-such-chat\",\"cid\":\"z2\",\"st\":\"agent\"},"
+             "{\"chat\":\"%s\",\"st\":\"ai\",\"ov\":2}]",
+             a, b);
+    r = append_items(json);
+    assert_int_equal(PQntuples(r), 3);
+    assert_row(r, 0, "not_found", NULL, -1, -1);
+    assert_row(r, 1, "not_found", NULL, -1, -1);
+    assert_row(r, 2, "stale", NULL, -1, 2);
+    PQclear(r);
+    snprintf(sql, sizeof sql, "SELECT sum(last_seq) FROM chats WHERE id IN ('%s', '%s')", a, b);
+    assert_int_equal(scalar(sql), 6);
+}
+
 /* ------------------------------------------------------------------ raw queries */
 
 typedef struct q_result {
@@ -877,6 +979,7 @@ int main(void)
         cmocka_unit_test(test_append_idempotent),
         cmocka_unit_test(test_append_closed_and_not_found),
         cmocka_unit_test(test_append_owner_version),
+        cmocka_unit_test(test_append_items_paths),
         cmocka_unit_test(test_query_errors_and_batch_retry),
         cmocka_unit_test(test_combined_queries),
         cmocka_unit_test(test_cancel),
