@@ -20,6 +20,8 @@
 #   BENCH_OUT=DIR          output folder (default $BUILD/bench/run-<UTC time>)
 #   BENCH_SERVER_CPU=0 BENCH_GEN_CPU=1
 #   BENCH_PERSIST_AUTH_EXTRA='"context":{"configId":"…"}'   extra auth members for the persisted run
+#   BENCH_PERSIST_RAMP_FACTOR=1.25   rate step of the persisted ramp (from 100 msgs/s up to ~20,000;
+#                           1.5 was used before run p8: coarser, every maximum one step of 1.5x)
 # Every loop is bounded in count and every run in time (loadgen has its own deadline, and each
 # loadgen invocation is wrapped in `timeout`).
 set -uo pipefail
@@ -234,9 +236,17 @@ run_persist() {
     local common=(--scenario persist --rooms "$rooms" --members "$members" --customer-tokens "$ct"
         --agent-tokens "$at" --pid "$REDIS_PID" --pid-tree "$pgpid")
     [ -n "${BENCH_PERSIST_AUTH_EXTRA:-}" ] && common+=(--auth-extra "$BENCH_PERSIST_AUTH_EXTRA")
+    # Each persisted run starts on a settled database: what the previous run left to clean up
+    # (autovacuum of its rows, a pending full-text list, dirty buffers) is done before, not
+    # during the next target's run.
+    settle_db() {
+        psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d chatd -c "VACUUM ANALYZE" -c "CHECKPOINT" \
+            >>"$LOG" 2>&1 || log "settling the database failed (see $LOG)"
+    }
     for rep in $(seq 1 "$REPS"); do
         for t in $ptargets; do
             log "persist-fixed rep $rep: $t"
+            settle_db
             start_server "$t" persist || continue
             lg "persist-$rooms" "$rep" "$t" 120 "${common[@]}" --rate 200 --duration "$FD" --warmup "$FW" --drain 5
             stop_server
@@ -246,9 +256,10 @@ run_persist() {
         [ "$QUICK" = 1 ] && break   # the smoke run checks the persisted path at a fixed rate only
         for t in $ptargets; do
             log "persist-ramp rep $rep: $t"
+            settle_db
             start_server "$t" persist || continue
-            lg "persist-ramp-$rooms" "$rep" "$t" 400 "${common[@]}" --rate 100 --ramp --ramp-factor 1.5 \
-                --ramp-steps "$RSTEPS" --duration "$RD" --warmup "$RW" --drain 3
+            lg "persist-ramp-$rooms" "$rep" "$t" 400 "${common[@]}" --rate 100 --ramp --ramp-factor "$PFACTOR" \
+                --ramp-steps "$PSTEPS" --duration "$RD" --warmup "$RW" --drain 3
             stop_server
         done
     done
@@ -261,6 +272,9 @@ if [ "$QUICK" = 1 ]; then
 else
     IDLE_SIZES="1000 5000 10000"; FD=10; FW=3; RD=4; RW=1; RSTEPS=14; STORM=5000; PROOMS=100
 fi
+# persisted ramp: from 100 msgs/s by PFACTOR per step until past 20,000
+PFACTOR=${BENCH_PERSIST_RAMP_FACTOR:-1.25}
+PSTEPS=$(awk -v f="$PFACTOR" 'BEGIN { n = 1; r = 100; while (r < 20000 && n < 60) { r *= f; n++ } print n }')
 
 for sc in $SCENARIOS; do
     case "$sc" in

@@ -382,6 +382,11 @@ void chat_on_fanout(void *ctx, const char *pattern, const char *channel, size_t 
     if (channel_len != strlen(CHAT_FANOUT_CHANNEL) ||
         memcmp(channel, CHAT_FANOUT_CHANNEL, channel_len) != 0 || len < 4)
         return;
+    /* Redis echoes our own publications: they were delivered locally already. Checked
+     * before copying, as this is every message this node sends. */
+    size_t nlen = strlen(app->node_id);
+    if (len > nlen + 2 && !memcmp(data + 2, app->node_id, nlen) && data[2 + nlen] == '\n')
+        return;
     char *copy = xstrndup(data, len), *p = copy + 2, *end = copy + len;
     char kind = copy[0];
     char *node = field(&p, end);

@@ -40,7 +40,7 @@ typedef struct pg_options {
     int backoff_min_ms;       /* first reconnect delay (100) */
     int backoff_max_ms;       /* reconnect delay cap (5000) */
     int max_inflight;         /* queries in flight per connection (512) */
-    int max_batch;            /* PG_Q_BATCH queries per shared transaction (64) */
+    int max_batch;            /* PG_Q_BATCH queries per shared transaction, items per combined query (256) */
 } pg_options;
 
 void pg_options_default(pg_options *o);
