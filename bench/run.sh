@@ -237,11 +237,12 @@ run_persist() {
         --agent-tokens "$at" --pid "$REDIS_PID" --pid-tree "$pgpid")
     [ -n "${BENCH_PERSIST_AUTH_EXTRA:-}" ] && common+=(--auth-extra "$BENCH_PERSIST_AUTH_EXTRA")
     # Each persisted run starts on a settled database: what the previous run left to clean up
-    # (autovacuum of its rows, a pending full-text list, dirty buffers) is done before, not
-    # during the next target's run.
+    # (autovacuum of its rows, a pending full-text list, dirty buffers, the kernel's writeback
+    # of them) is done before, not during the next target's run.
     settle_db() {
         psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d chatd -c "VACUUM ANALYZE" -c "CHECKPOINT" \
             >>"$LOG" 2>&1 || log "settling the database failed (see $LOG)"
+        sync
     }
     for rep in $(seq 1 "$REPS"); do
         for t in $ptargets; do
