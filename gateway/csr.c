@@ -95,11 +95,11 @@ void csr_log_note(csr_log *l, const char *chat_id, int64_t seq)
 
 void csr_offset_json(buf_t *b, const char *chat_id, int64_t seq)
 {
-    buf_t t;
-    buf_init(&t);
-    buf_printf(&t, "%s:%lld", chat_id, (long long)seq);
-    buf_json_str(b, t.data, t.len);
-    buf_free(&t);
+    /* the escaped chat id, then ":<seq>" inside the same string (digits need no escaping):
+     * no temporary buffer for every message sent */
+    buf_json_str(b, chat_id, strlen(chat_id));
+    b->len--; /* reopen the string: drop its closing quote */
+    buf_printf(b, ":%lld\"", (long long)seq);
 }
 
 char *csr_record_json(const csr_log *l, const char *sid, const char *identity,

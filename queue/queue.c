@@ -15,6 +15,21 @@ static bool bad(const char *s)
     return !s || !*s;
 }
 
+/* KEYS of each script, in the order its Lua code reads them (see lua/). */
+static const char *const ENQUEUE_KEYS[] = {"queue", "qentry:", "qsigs", "qseq", "status",
+    "agentload", "agentmax", "aht", NULL};
+static const char *const PICK_KEYS[] = {"queue", "qsigs", "agentload", "agentmax", NULL};
+static const char *const DEQUEUE_KEYS[] = {"queue", "qentry:", "qsigs", NULL};
+static const char *const TRANSFER_KEYS[] = {"queue", "qentry:", "qsigs", "qseq", "status",
+    "agentload", "agentmax", "aht", "assign:", NULL};
+static const char *const POSITION_KEYS[] = {"queue", "qentry:", "status", "agentload", "agentmax",
+    "aht", NULL};
+static const char *const SNAPSHOT_KEYS[] = {"queue", "status", "agentload", "agentmax", "aht",
+    NULL};
+static const char *const RELEASE_KEYS[] = {"queue", "qentry:", "qsigs", "agentload", "assign:",
+    "aht", "ahtwin", "timers", NULL};
+static const char *const RESTORE_KEYS[] = {"assign:", "agentload", "agentmax", NULL};
+
 enum rk_status q_build_enqueue(rk_argv *a, const char *org, const char *chat_id, int priority,
                                const char *skills_csv, long long enqueued_at_ms,
                                const char *preview, int default_aht_s)
@@ -22,14 +37,7 @@ enum rk_status q_build_enqueue(rk_argv *a, const char *org, const char *chat_id,
     rk_argv_reset(a, RK_SCRIPT_QUEUE_ENQUEUE);
     if (bad(org) || bad(chat_id) || priority < 0 || priority > 9)
         return RK_ERR_ARG;
-    rk_argv_key2(a, org, "queue", NULL);
-    rk_argv_key2(a, org, "qentry:", chat_id);
-    rk_argv_key2(a, org, "qsigs", NULL);
-    rk_argv_key2(a, org, "qseq", NULL);
-    rk_argv_key2(a, org, "status", NULL);
-    rk_argv_key2(a, org, "agentload", NULL);
-    rk_argv_key2(a, org, "agentmax", NULL);
-    rk_argv_key2(a, org, "aht", NULL);
+    rk_argv_keys(a, org, chat_id, ENQUEUE_KEYS);
     rk_argv_prefix(a, org);
     rk_argv_args(a, chat_id);
     rk_argv_argll(a, priority);
@@ -46,10 +54,7 @@ enum rk_status q_build_pick(rk_argv *a, const char *org, const char *agent_id, i
     rk_argv_reset(a, RK_SCRIPT_QUEUE_PICK);
     if (bad(org) || bad(agent_id) || max_chats < 0)
         return RK_ERR_ARG;
-    rk_argv_key2(a, org, "queue", NULL);
-    rk_argv_key2(a, org, "qsigs", NULL);
-    rk_argv_key2(a, org, "agentload", NULL);
-    rk_argv_key2(a, org, "agentmax", NULL);
+    rk_argv_keys(a, org, NULL, PICK_KEYS);
     rk_argv_prefix(a, org);
     rk_argv_args(a, agent_id);
     rk_argv_argll(a, max_chats);
@@ -62,9 +67,7 @@ enum rk_status q_build_dequeue(rk_argv *a, const char *org, const char *chat_id)
     rk_argv_reset(a, RK_SCRIPT_QUEUE_DEQUEUE);
     if (bad(org) || bad(chat_id))
         return RK_ERR_ARG;
-    rk_argv_key2(a, org, "queue", NULL);
-    rk_argv_key2(a, org, "qentry:", chat_id);
-    rk_argv_key2(a, org, "qsigs", NULL);
+    rk_argv_keys(a, org, chat_id, DEQUEUE_KEYS);
     rk_argv_prefix(a, org);
     rk_argv_args(a, chat_id);
     return rk_argv_status(a);
@@ -78,15 +81,7 @@ static enum rk_status build_transfer(rk_argv *a, const char *org, const char *ch
     rk_argv_reset(a, RK_SCRIPT_QUEUE_TRANSFER);
     if (bad(org) || bad(chat_id) || fallback_priority < 0 || fallback_priority > 9)
         return RK_ERR_ARG;
-    rk_argv_key2(a, org, "queue", NULL);
-    rk_argv_key2(a, org, "qentry:", chat_id);
-    rk_argv_key2(a, org, "qsigs", NULL);
-    rk_argv_key2(a, org, "qseq", NULL);
-    rk_argv_key2(a, org, "status", NULL);
-    rk_argv_key2(a, org, "agentload", NULL);
-    rk_argv_key2(a, org, "agentmax", NULL);
-    rk_argv_key2(a, org, "aht", NULL);
-    rk_argv_key2(a, org, "assign:", chat_id);
+    rk_argv_keys(a, org, chat_id, TRANSFER_KEYS);
     rk_argv_prefix(a, org);
     rk_argv_args(a, chat_id);
     rk_argv_args(a, mode);
@@ -143,12 +138,7 @@ enum rk_status q_build_position(rk_argv *a, const char *org, const char *chat_id
     rk_argv_reset(a, RK_SCRIPT_QUEUE_POSITION);
     if (bad(org) || bad(chat_id))
         return RK_ERR_ARG;
-    rk_argv_key2(a, org, "queue", NULL);
-    rk_argv_key2(a, org, "qentry:", chat_id);
-    rk_argv_key2(a, org, "status", NULL);
-    rk_argv_key2(a, org, "agentload", NULL);
-    rk_argv_key2(a, org, "agentmax", NULL);
-    rk_argv_key2(a, org, "aht", NULL);
+    rk_argv_keys(a, org, chat_id, POSITION_KEYS);
     rk_argv_prefix(a, org);
     rk_argv_args(a, chat_id);
     rk_argv_argll(a, default_aht_s);
@@ -161,11 +151,7 @@ enum rk_status q_build_snapshot(rk_argv *a, const char *org, int default_aht_s, 
     rk_argv_reset(a, RK_SCRIPT_QUEUE_SNAPSHOT);
     if (bad(org) || offset < 0 || limit < 0)
         return RK_ERR_ARG;
-    rk_argv_key2(a, org, "queue", NULL);
-    rk_argv_key2(a, org, "status", NULL);
-    rk_argv_key2(a, org, "agentload", NULL);
-    rk_argv_key2(a, org, "agentmax", NULL);
-    rk_argv_key2(a, org, "aht", NULL);
+    rk_argv_keys(a, org, NULL, SNAPSHOT_KEYS);
     rk_argv_argll(a, default_aht_s);
     rk_argv_argll(a, offset);
     rk_argv_argll(a, limit);
@@ -178,14 +164,7 @@ enum rk_status q_build_release(rk_argv *a, const char *org, const char *chat_id,
     rk_argv_reset(a, RK_SCRIPT_CHAT_RELEASE);
     if (bad(org) || bad(chat_id) || nkinds < 0 || nkinds > 8)
         return RK_ERR_ARG;
-    rk_argv_key2(a, org, "queue", NULL);
-    rk_argv_key2(a, org, "qentry:", chat_id);
-    rk_argv_key2(a, org, "qsigs", NULL);
-    rk_argv_key2(a, org, "agentload", NULL);
-    rk_argv_key2(a, org, "assign:", chat_id);
-    rk_argv_key2(a, org, "aht", NULL);
-    rk_argv_key2(a, org, "ahtwin", NULL);
-    rk_argv_key2(a, org, "timers", NULL);
+    rk_argv_keys(a, org, chat_id, RELEASE_KEYS);
     for (int i = 0; i < nkinds; i++) {
         if (bad(timer_kinds[i]))
             return RK_ERR_ARG;
@@ -211,9 +190,7 @@ enum rk_status q_build_restore(rk_argv *a, const char *org, const char *chat_id,
     rk_argv_reset(a, RK_SCRIPT_QUEUE_RESTORE);
     if (bad(org) || bad(chat_id) || bad(agent_id) || priority < 0 || priority > 9)
         return RK_ERR_ARG;
-    rk_argv_key2(a, org, "assign:", chat_id);
-    rk_argv_key2(a, org, "agentload", NULL);
-    rk_argv_key2(a, org, "agentmax", NULL);
+    rk_argv_keys(a, org, chat_id, RESTORE_KEYS);
     rk_argv_args(a, chat_id);
     rk_argv_args(a, agent_id);
     rk_argv_argll(a, assigned_at_ms > 0 ? assigned_at_ms : 0);

@@ -357,6 +357,14 @@ void rk_argv_key2(rk_argv *a, const char *org, const char *part1, const char *pa
     buf_free(&k);
 }
 
+void rk_argv_keys(rk_argv *a, const char *org, const char *id, const char *const *parts)
+{
+    for (; *parts; parts++) {
+        size_t n = strlen(*parts);
+        rk_argv_key2(a, org, *parts, n && (*parts)[n - 1] == ':' ? id : NULL);
+    }
+}
+
 void rk_argv_prefix(rk_argv *a, const char *org)
 {
     buf_t k;

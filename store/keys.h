@@ -184,6 +184,9 @@ const char *rk_strerror(enum rk_status st);
  * part1 + part2 (part2 may be NULL), the bare org prefix as an argument, and
  * the builder outcome (RK_ERR_ARG when an item did not fit). */
 void rk_argv_key2(rk_argv *a, const char *org, const char *part1, const char *part2);
+/* A script's KEYS in order, from a NULL-terminated list of parts: a part ending in ':' is
+ * followed by id ("qentry:" -> chat:{org}:qentry:<id>), the others stand alone. */
+void rk_argv_keys(rk_argv *a, const char *org, const char *id, const char *const *parts);
 void rk_argv_prefix(rk_argv *a, const char *org);
 enum rk_status rk_argv_status(const rk_argv *a);
 

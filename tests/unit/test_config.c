@@ -68,6 +68,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.max_outbound_bytes, 1048576);
     assert_int_equal(c.rate_events_per_s, 50);
     assert_int_equal(c.rate_conn_per_s, 200);
+    assert_int_equal(c.pg_pool, 4);
     assert_null(c.jwt_public_key);
     assert_null(c.ai_base_url);
     assert_string_equal(c.cors_origins, "");
@@ -92,9 +93,11 @@ static void test_env(void **state)
     setenv("CHATD_CORS_ORIGINS", "*", 1);
     setenv("CHATD_REDIS_NOTIFY_CONFIG", "0", 1);
     setenv("CHATD_NODE_ID", "n1", 1);
+    setenv("CHATD_PG_POOL", "2", 1);
     chatd_config c;
     config_from_env(&c);
     assert_string_equal(c.listen_host, "127.0.0.1");
+    assert_int_equal(c.pg_pool, 2);
     assert_int_equal(c.listen_port, 3000);
     assert_int_equal(c.ping_interval_ms, 300);
     assert_int_equal(c.ping_timeout_ms, 200);

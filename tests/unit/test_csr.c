@@ -44,6 +44,10 @@ static void test_offset_text(void **state)
     buf_init(&b);
     csr_offset_json(&b, "c-1", 42);
     assert_string_equal(b.data, "\"c-1:42\"");
+    /* appended after what is there; an id that needs escaping stays one JSON string */
+    buf_putc(&b, ',');
+    csr_offset_json(&b, "a\"b\\", 7);
+    assert_string_equal(b.data, "\"c-1:42\",\"a\\\"b\\\\:7\"");
     buf_free(&b);
 }
 
