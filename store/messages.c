@@ -12,6 +12,11 @@
 #include "store/msgid.h"
 
 #define APPEND_BATCH_SQL "SELECT * FROM chat_append_items($1::jsonb)"
+#define APPEND_BATCH_STMT "chatd_append_items"
+/* One item with nothing beside it (sql/026). */
+#define APPEND_ONE_STMT "chatd_append_one"
+#define APPEND_ONE_SQL                                                                        \
+    "SELECT * FROM chat_append_one($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10::int)"
 #define APPEND_STMT "chatd_append_message"
 #define APPEND_SQL                                                                            \
     "SELECT * FROM chat_append_message($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9::int, "     \
@@ -219,13 +224,26 @@ static void next_message_id(char out[MSGID_LEN + 1])
 
 /* The common case (no upload ids): one JSON item of a combined chat_append_items() call, so
  * the appends of one loop iteration that go to the same connection become one multi-row
- * write. The attachments JSON is checked to be an array before it is embedded. */
+ * write; an append with nothing beside it goes as chat_append_one() with the same values as
+ * parameters. The attachments JSON is checked to be an array before it is used. */
 static pg_req_id append_combined(pg_client *pg, const pg_append_req *req, append_ctx *a)
 {
-    buf_t b;
-    buf_init(&b);
+    pg_prepare(pg, APPEND_BATCH_STMT, APPEND_BATCH_SQL);
+    pg_prepare(pg, APPEND_ONE_STMT, APPEND_ONE_SQL);
     char msg_id[MSGID_LEN + 1];
     next_message_id(msg_id);
+    const char *text = req->text ? req->text : "";
+    const char *att = NULL;
+    if (req->attachments_json) {
+        cJSON *parsed = cJSON_Parse(req->attachments_json);
+        if (cJSON_IsArray(parsed))
+            att = req->attachments_json;
+        cJSON_Delete(parsed);
+    }
+    char ver[16];
+    snprintf(ver, sizeof ver, "%d", req->owner_version);
+    buf_t b;
+    buf_init(&b);
     buf_putc(&b, '{');
     json_field(&b, "id", msg_id);
     json_field(&b, "chat", req->chat_id);
@@ -233,24 +251,29 @@ static pg_req_id append_combined(pg_client *pg, const pg_append_req *req, append
     json_field(&b, "st", req->sender_type);
     json_field(&b, "sid", req->sender_id);
     json_field(&b, "sn", req->sender_name);
-    json_field(&b, "text", req->text ? req->text : "");
+    json_field(&b, "text", text);
     json_field(&b, "org", req->org_id);
     if (req->owner_version >= 0)
-        buf_printf(&b, ",\"ov\":%d", req->owner_version);
-    if (req->attachments_json) {
-        cJSON *att = cJSON_Parse(req->attachments_json);
-        if (cJSON_IsArray(att)) {
-            buf_puts(&b, ",\"att\":");
-            buf_puts(&b, req->attachments_json);
-        }
-        cJSON_Delete(att);
+        buf_printf(&b, ",\"ov\":%s", ver);
+    if (att) {
+        buf_puts(&b, ",\"att\":");
+        buf_puts(&b, att);
     }
     buf_putc(&b, '}');
+    const char *params[10] = {
+        msg_id,          req->chat_id,     req->client_id, req->sender_type,
+        req->sender_id,  req->sender_name, text,           att,
+        req->org_id,     req->owner_version >= 0 ? ver : NULL,
+    };
     pg_query_opts q = {
+        .stmt = APPEND_ONE_STMT,
+        .nparams = 10,
+        .params = params,
         .route_key = req->chat_id,
         .row_cb = append_done_row,
         .on_cancel = append_cancelled,
         .combine_sql = APPEND_BATCH_SQL,
+        .combine_stmt = APPEND_BATCH_STMT,
         .combine_item = b.data,
     };
     pg_req_id id = pg_query_ex(pg, &q, NULL, a);

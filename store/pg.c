@@ -51,6 +51,7 @@ typedef struct pg_req {
     uint64_t sent_ms;
     PGresult *res;      /* held until the group's sync */
     char *combine_sql;  /* owned; combinable request (see pg_query_opts) */
+    char *combine_stmt; /* owned; its prepared form, or NULL */
     char *item;         /* owned; its JSON item */
     bool carrier;       /* a combined query standing for `members` */
     req_list members;   /* carrier only: the combined requests, in item order */
@@ -173,6 +174,7 @@ static void req_free(pg_req *r)
         req_free(m);
     PQclear(r->res);
     free(r->combine_sql);
+    free(r->combine_stmt);
     free(r->item);
     free(r->sql);
     free(r->stmt);
@@ -496,6 +498,10 @@ static void conn_finish_group(pg_conn *c)
         schedule(pg);
         return;
     }
+    /* A lone combinable request (see make_carrier): as for a carrier, the next combined query
+     * leaves before this one's callback runs. */
+    if (!failed && group.n == 1 && group.head->combine_sql && c->pending.head)
+        conn_dispatch(c);
     /* A failed group's transaction was rolled back: every member fails, with the error that
      * caused it (results received before it describe work that was undone). */
     PGresult *gerr = NULL;
@@ -651,23 +657,34 @@ static int send_one(pg_conn *c, pg_req *r)
  * alone). */
 #define PG_COMBINE_MAX_BYTES (1u << 20)
 
+/* Whether the request at the head of c->pending can join a combined query that starts with
+ * `first` and holds n items in `total` bytes so far. */
+static bool can_join(const pg_conn *c, const pg_req *first, int n, size_t total)
+{
+    const pg_req *nx = c->pending.head;
+    return !first->solo && n < c->pg->opt.max_batch && nx && !nx->solo && nx->combine_sql &&
+           strcmp(nx->combine_sql, first->combine_sql) == 0 &&
+           total + strlen(nx->item) < PG_COMBINE_MAX_BYTES;
+}
+
 /* Takes the combinable request at the head of c->pending and the adjacent ones with the same
  * combine_sql (up to max_batch; a `solo` request goes alone) into a new carrier request whose
- * only parameter is the JSON array of their items. */
+ * only parameter is the JSON array of their items. A request left alone that has a statement
+ * of its own is returned itself, to be sent as that statement. */
 static pg_req *make_carrier(pg_conn *c)
 {
-    pg_client *pg = c->pg;
     pg_req *first = list_pop(&c->pending);
+    size_t total = 3 + strlen(first->item) + 1;
+    if ((first->stmt || (first->sql && first->sql[0])) && !can_join(c, first, 1, total))
+        return first;
     pg_req *carrier = xcalloc(1, sizeof *carrier);
     carrier->carrier = true;
-    carrier->sql = xstrdup(first->combine_sql);
-    size_t total = 3;
+    if (first->combine_stmt)
+        carrier->stmt = xstrdup(first->combine_stmt);
+    else
+        carrier->sql = xstrdup(first->combine_sql);
     list_push(&carrier->members, first);
-    total += strlen(first->item) + 1;
-    while (!first->solo && carrier->members.n < pg->opt.max_batch && c->pending.head &&
-           !c->pending.head->solo && c->pending.head->combine_sql &&
-           strcmp(c->pending.head->combine_sql, first->combine_sql) == 0 &&
-           total + strlen(c->pending.head->item) < PG_COMBINE_MAX_BYTES) {
+    while (can_join(c, first, carrier->members.n, total)) {
         pg_req *m = list_pop(&c->pending);
         total += strlen(m->item) + 1;
         list_push(&carrier->members, m);
@@ -689,11 +706,11 @@ static pg_req *make_carrier(pg_conn *c)
     return carrier;
 }
 
-/* Whether a combined query is in flight on c. */
+/* Whether a combined query (or a lone combinable request) is in flight on c. */
 static bool carrier_inflight(const pg_conn *c)
 {
     for (const pg_req *r = c->inflight.head; r; r = r->next)
-        if (r->carrier)
+        if (r->carrier || r->combine_sql)
             return true;
     return false;
 }
@@ -996,6 +1013,7 @@ pg_req_id pg_query_ex(pg_client *pg, const pg_query_opts *q, pg_cb cb, void *ctx
     r->flags = q->flags;
     if (q->combine_sql && q->combine_item) {
         r->combine_sql = xstrdup(q->combine_sql);
+        r->combine_stmt = q->combine_stmt ? xstrdup(q->combine_stmt) : NULL;
         r->item = xstrdup(q->combine_item);
     }
     if (q->stmt)

@@ -85,10 +85,14 @@ typedef struct pg_query_opts {
      * queue (same route) are sent as ONE query, combine_sql with $1 = the JSON array of their
      * combine_item values (up to max_batch). It must return exactly one row per item, in item
      * order; each request's row_cb gets that result and its row. If the combined query fails,
-     * every item is re-sent alone, so only a failing item reports an error. sql/stmt/params are
-     * ignored for such requests. */
+     * every item is re-sent alone, so only a failing item reports an error. A request that
+     * has nothing to combine with goes as a combined query of one item, unless it has its own
+     * sql or stmt: then it is sent as that, with its params (a cheaper statement for the
+     * single item, which is every request at low rates); its row_cb gets row 0. Either way at
+     * most one combined query per connection is in flight (group commit). */
     const char *combine_sql;
     const char *combine_item;   /* one JSON value (copied) */
+    const char *combine_stmt;   /* prepared statement (pg_prepare) of combine_sql, or NULL */
 } pg_query_opts;
 
 /* Queues a query. Returns its id (for pg_cancel). Text results. */

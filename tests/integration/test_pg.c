@@ -632,6 +632,77 @@ static void on_query(void *ctx, const PGresult *res, const char *err)
     }
 }
 
+/* chat_append_one (sql/026) called directly: the one-statement path keeps the id chatd sends;
+ * everything else is classified by chat_append_batch under the same lock. */
+static PGresult *append_one(const char *id, const char *chat, const char *cid, const char *st,
+                            const char *att, const char *org, const char *ov)
+{
+    const char *params[10] = {id, chat, cid, st, "sender-1", "Sender", "hello", att, org, ov};
+    PGresult *r = PQexecParams(admin,
+                               "SELECT idx, status, id, seq, last_seq, attachments, client_id "
+                               "FROM chat_append_one($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, "
+                               "$10::int)",
+                               10, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("chat_append_one: %s", PQresultErrorMessage(r));
+    assert_int_equal(PQntuples(r), 1);
+    return r;
+}
+
+static void test_append_one_paths(void **state)
+{
+    (void)state;
+    NEED_DB();
+    char a[64], closed[64], sql[1024], id[8][96];
+    new_chat(a, sizeof a, "assigned");
+    new_chat(closed, sizeof closed, "closed");
+    for (int i = 1; i < 8; i++)
+        snprintf(id[i], sizeof id[i], "%s-m%d", a, i); /* message ids are unique across runs */
+
+    PGresult *r = append_one(id[1], a, "c1", "customer", "[{\"id\":\"u1\"}]", "org-test", NULL);
+    assert_row(r, 0, "ok", id[1], 1, 1);
+    assert_string_equal(PQgetvalue(r, 0, 5), "[{\"id\": \"u1\"}]");
+    assert_string_equal(PQgetvalue(r, 0, 6), "c1");
+    PQclear(r);
+    /* no id, no clientId, no attachments: a generated id, '[]', NULL clientId, twice */
+    for (int i = 0; i < 2; i++) {
+        r = append_one(NULL, a, NULL, "system", NULL, NULL, NULL);
+        assert_row(r, 0, "ok", NULL, 2 + i, 2 + i);
+        assert_int_equal(strlen(PQgetvalue(r, 0, 2)), 36);
+        assert_string_equal(PQgetvalue(r, 0, 5), "[]");
+        assert_true(PQgetisnull(r, 0, 6));
+        PQclear(r);
+    }
+    /* a retried clientId: the stored row, nothing consumed */
+    r = append_one(id[2], a, "c1", "customer", NULL, "org-test", NULL);
+    assert_row(r, 0, "replay", id[1], 1, 3);
+    PQclear(r);
+    /* a closed chat, another org, an unknown chat, a stale owner version */
+    r = append_one(id[3], closed, "c2", "customer", NULL, "org-test", NULL);
+    assert_row(r, 0, "closed", NULL, -1, -1);
+    PQclear(r);
+    r = append_one(id[4], a, "c3", "customer", NULL, "org-other", NULL);
+    assert_row(r, 0, "not_found", NULL, -1, -1);
+    PQclear(r);
+    r = append_one(id[5], "no-such-chat", "c4", "customer", NULL, NULL, NULL);
+    assert_row(r, 0, "not_found", NULL, -1, -1);
+    PQclear(r);
+    snprintf(sql, sizeof sql, "UPDATE chats SET owner_version = 2 WHERE id = '%s'", a);
+    exec_ok(sql);
+    r = append_one(id[6], a, "c5", "agent", NULL, "org-test", "1");
+    assert_row(r, 0, "stale", NULL, -1, 3);
+    PQclear(r);
+    r = append_one(id[7], a, "c5", "agent", NULL, "org-test", "2");
+    assert_row(r, 0, "ok", id[7], 4, 4);
+    PQclear(r);
+    snprintf(sql, sizeof sql, "SELECT last_seq * 10 + (SELECT count(*) FROM messages WHERE chat_id = '%s') "
+                              "FROM chats WHERE id = '%s'", a, a);
+    assert_int_equal(scalar(sql), 44);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM messages WHERE id IN ('%s', '%s', '%s', '%s', '%s')",
+             id[2], id[3], id[4], id[5], id[6]);
+    assert_int_equal(scalar(sql), 0);
+}
+
 static void test_query_errors_and_batch_retry(void **state)
 {
     (void)state;
@@ -761,6 +832,34 @@ static void test_combined_queries(void **state)
     pg_stats st1;
     pg_get_stats(pg, &st1);
     assert_int_equal(st1.batches_retried, st0.batches_retried + 1);
+
+    /* A lone request with a statement of its own is sent as that statement (row 0); requests
+     * queued while it runs wait for it and then go together as one combined query. */
+    const char *own_sql = "SELECT 'own' || $1";
+    row_result r4 = {.want = 1};
+    const char *own_param[1] = {"7"};
+    s[0] = (row_slot){&r4, 0};
+    pg_query_opts lone = {.sql = own_sql, .nparams = 1, .params = own_param,
+                          .combine_sql = sql, .combine_item = items[0], .row_cb = on_row};
+    pg_query_ex(pg, &lone, NULL, &s[0]);
+    uv_run(&loop, UV_RUN_NOWAIT); /* sent, not yet answered */
+    r4.want = 4;
+    for (int i = 1; i < 4; i++) {
+        s[i] = (row_slot){&r4, i};
+        pg_query_opts q = lone;
+        q.combine_item = items[i];
+        pg_query_ex(pg, &q, NULL, &s[i]);
+    }
+    assert_true(run_until(int_reaches, &r4.done, 10));
+    assert_string_equal(r4.val[0], "own7");
+    assert_int_equal(r4.row[0], 0);
+    for (int i = 1; i < 4; i++) {
+        char want[8];
+        snprintf(want, sizeof want, "%d", 2 * (i + 1));
+        assert_string_equal(r4.val[i], want);
+        assert_int_equal(r4.row[i], i - 1); /* one combined query: rows 0..2 */
+        assert_int_equal(r4.calls[i], 1);
+    }
 
     /* cancel a member of a combined query in flight */
     row_result r3 = {.want = 2};
@@ -980,6 +1079,7 @@ int main(void)
         cmocka_unit_test(test_append_closed_and_not_found),
         cmocka_unit_test(test_append_owner_version),
         cmocka_unit_test(test_append_items_paths),
+        cmocka_unit_test(test_append_one_paths),
         cmocka_unit_test(test_query_errors_and_batch_retry),
         cmocka_unit_test(test_combined_queries),
         cmocka_unit_test(test_cancel),
