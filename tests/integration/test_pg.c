@@ -632,6 +632,73 @@ static void on_query(void *ctx, const PGresult *res, const char *err)
     }
 }
 
+/* Index tuples read so far from the (chat_id, client_id) index of probe_test.messages. */
+static long long client_index_reads(PGconn *c)
+{
+    PGresult *r = PQexec(c, "SELECT pg_stat_clear_snapshot(), coalesce(sum(idx_tup_read), 0) "
+                            "FROM pg_stat_user_indexes WHERE schemaname = 'probe_test' "
+                            "AND indexrelname LIKE '%client%'");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+        fail_msg("index stats: %s", PQresultErrorMessage(r));
+    long long v = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    PQclear(r);
+    return v;
+}
+
+static void items_call(PGconn *c, const char *chat, const char *cid1, const char *cid2)
+{
+    char json[512];
+    snprintf(json, sizeof json,
+             "[{\"chat\":\"%s\",\"cid\":\"%s\",\"st\":\"customer\",\"text\":\"a\"},"
+             "{\"chat\":\"%s\",\"cid\":\"%s\",\"st\":\"customer\",\"text\":\"b\"}]",
+             chat, cid1, chat, cid2);
+    const char *params[1] = {json};
+    PGresult *r = PQexecParams(c, "SELECT status FROM chat_append_items($1::jsonb)", 1, NULL,
+                               params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("chat_append_items: %s", PQresultErrorMessage(r));
+    assert_int_equal(PQntuples(r), 2);
+    assert_string_equal(PQgetvalue(r, 0, 0), "ok");
+    assert_string_equal(PQgetvalue(r, 1, 0), "ok");
+    PQclear(r);
+}
+
+/* The clientId check of a combined append probes the index once per item. Planned while the
+ * table was nearly empty, it used to become a hashed subplan, kept in the session's plan
+ * cache, that read every (chat, clientId) of the table on every call however big the table
+ * grew (sql/027). The session sees a scratch copy of `messages` through its search_path: empty
+ * when the session plans, 3,000 rows (not analyzed) when the cached plan runs again. */
+static void test_append_items_probe_per_item(void **state)
+{
+    (void)state;
+    NEED_DB();
+    char chat[64], sql[512];
+    new_chat(chat, sizeof chat, "assigned");
+    exec_ok("DROP SCHEMA IF EXISTS probe_test CASCADE");
+    exec_ok("CREATE SCHEMA probe_test");
+    exec_ok("CREATE TABLE probe_test.messages (LIKE public.messages INCLUDING ALL) "
+            "WITH (autovacuum_enabled = off)");
+    exec_ok("ANALYZE probe_test.messages");
+    PGconn *c = PQconnectdb(db_url);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PQclear(PQexec(c, "SET search_path = probe_test, public"));
+    items_call(c, chat, "p1", "p2"); /* plans the function's statements */
+    snprintf(sql, sizeof sql,
+             "INSERT INTO probe_test.messages (chat_id, org_id, seq, client_id, sender_type) "
+             "SELECT '%s', 'org-test', 1000 + g, 'fill-' || g, 'customer' "
+             "FROM generate_series(1, 3000) g", chat);
+    exec_ok(sql);
+    long long before = client_index_reads(c);
+    items_call(c, chat, "p3", "p4"); /* the cached plan */
+    PQclear(PQexec(c, "SELECT pg_stat_force_next_flush()"));
+    PQclear(PQexec(c, "SELECT 1")); /* statistics are flushed when the session goes idle */
+    long long reads = client_index_reads(c) - before;
+    PQfinish(c);
+    exec_ok("DROP SCHEMA probe_test CASCADE");
+    if (reads >= 100)
+        fail_msg("2 appended items read %lld index entries for their clientId check", reads);
+}
+
 /* chat_append_one (sql/026) called directly: the one-statement path keeps the id chatd sends;
  * everything else is classified by chat_append_batch under the same lock. */
 static PGresult *append_one(const char *id, const char *chat, const char *cid, const char *st,
@@ -1080,6 +1147,7 @@ int main(void)
         cmocka_unit_test(test_append_owner_version),
         cmocka_unit_test(test_append_items_paths),
         cmocka_unit_test(test_append_one_paths),
+        cmocka_unit_test(test_append_items_probe_per_item),
         cmocka_unit_test(test_query_errors_and_batch_retry),
         cmocka_unit_test(test_combined_queries),
         cmocka_unit_test(test_cancel),
