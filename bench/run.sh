@@ -13,7 +13,7 @@
 #   BENCH_REPS=3           repetitions (quick: 1)
 #   BENCH_TARGETS="chatd node relay"   subset to run; chatd is skipped if its bench-server does not start
 #   BENCH_CHATD_BASE=path   a second chatd binary (e.g. the previous commit), run as target "base" right
-#                           after chatd in the WebSocket and connect scenarios: before/after in one run
+#                           after chatd (WebSocket, connect and persisted scenarios): before/after in one run
 #   BENCH_SCENARIOS="idle fanout ramp poll storm persist"   (ramp-100x10 / ramp-10x100: one layout)
 #   BENCH_BATCH_US=200     loadgen --batch-us for the WebSocket fan-out and ramp scenarios
 #   BENCH_NICE=-10         priority of servers, generator, redis and postgres when run as root (0 = off)
@@ -109,8 +109,13 @@ start_server() {
                 >>"$OUT/chatd.log" 2>&1 &
         fi ;;
     base)
-        env CHATD_LISTEN="127.0.0.1:$PORT" "${CHATD_BENCH_ENV[@]}" "${PIN_S[@]}" "$CHATD_BASE" bench-server \
-            >>"$OUT/base.log" 2>&1 & ;;
+        if [ "$mode" = persist ]; then
+            env CHATD_LISTEN="127.0.0.1:$PORT" "${PERSIST_ENV[@]}" "${PIN_S[@]}" "$CHATD_BASE" serve \
+                >>"$OUT/base.log" 2>&1 &
+        else
+            env CHATD_LISTEN="127.0.0.1:$PORT" "${CHATD_BENCH_ENV[@]}" "${PIN_S[@]}" "$CHATD_BASE" bench-server \
+                >>"$OUT/base.log" 2>&1 &
+        fi ;;
     node)
         if [ "$mode" = persist ]; then
             env CHATD_LISTEN="127.0.0.1:$PORT" "${PERSIST_ENV[@]}" "${PIN_S[@]}" node bench/ref-pg-redis.js \
@@ -216,6 +221,10 @@ run_persist() {
         else
             log "chatd serve/migrate not available: persisted scenario runs the Node reference only"
         fi
+    fi
+    # the previous binary, on the same database (its migrations are a prefix of ours)
+    if [[ $ptargets == chatd ]] && [ -n "$CHATD_BASE" ] && [ -x "$CHATD_BASE" ]; then
+        ptargets="chatd base"
     fi
     has node && ptargets="$ptargets node"
     # tokens: `chatd token` when it works, else the same claims minted by bench/mint.js

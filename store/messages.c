@@ -50,27 +50,48 @@ static int64_t col_i64(const PGresult *res, int row, int c)
     return v ? strtoll(v, NULL, 10) : 0;
 }
 
-int pg_message_from_row(const PGresult *res, int row, pg_message *out)
+/* Column number of `name` (lower case, unquoted), looked for first at `guess`: the append
+ * functions all return the same columns in the same order, so this is one strcmp per column
+ * and row, where PQfnumber copies, downcases and searches the name on every call (about 4 %
+ * of chatd's CPU at 9,500 msgs/s). Other layouts fall back to PQfnumber. */
+static int colno(const PGresult *res, const char *name, int guess)
 {
-    int cid = PQfnumber(res, "id"), cseq = PQfnumber(res, "seq");
+    if (guess >= 0 && guess < PQnfields(res) && strcmp(PQfname(res, guess), name) == 0)
+        return guess;
+    return PQfnumber(res, name);
+}
+
+/* Reads the message columns of `row`. id_guess: where "id" usually is, the other message
+ * columns following it in the order of the append functions; -1: every name is looked up with
+ * PQfnumber (results that may repeat a name, such as joins, keep its first match). */
+static int message_from_row(const PGresult *res, int row, pg_message *out, int id_guess)
+{
+    int cid = id_guess >= 0 ? colno(res, "id", id_guess) : PQfnumber(res, "id");
+    int g = id_guess >= 0 ? cid : -1000; /* guesses below are g + offset; -1000: none */
+    int cseq = colno(res, "seq", g + 2);
     if (cid < 0 || cseq < 0 || row < 0 || row >= PQntuples(res))
         return -1;
     memset(out, 0, sizeof *out);
     out->id = col(res, row, cid);
-    out->chat_id = col(res, row, PQfnumber(res, "chat_id"));
+    out->chat_id = col(res, row, colno(res, "chat_id", g + 1));
     out->seq = col_i64(res, row, cseq);
-    out->client_id = col(res, row, PQfnumber(res, "client_id"));
-    out->sender_type = col(res, row, PQfnumber(res, "sender_type"));
-    out->sender_id = col(res, row, PQfnumber(res, "sender_id"));
-    out->sender_name = col(res, row, PQfnumber(res, "sender_name"));
-    out->text = col(res, row, PQfnumber(res, "text"));
-    out->attachments_json = col(res, row, PQfnumber(res, "attachments"));
+    out->client_id = col(res, row, colno(res, "client_id", g + 3));
+    out->sender_type = col(res, row, colno(res, "sender_type", g + 4));
+    out->sender_id = col(res, row, colno(res, "sender_id", g + 5));
+    out->sender_name = col(res, row, colno(res, "sender_name", g + 6));
+    out->text = col(res, row, colno(res, "text", g + 7));
+    out->attachments_json = col(res, row, colno(res, "attachments", g + 8));
     if (!out->attachments_json)
         out->attachments_json = "[]";
-    out->created_at = col(res, row, PQfnumber(res, "created_at"));
-    out->edited_at = col(res, row, PQfnumber(res, "edited_at"));
-    out->deleted_at = col(res, row, PQfnumber(res, "deleted_at"));
+    out->created_at = col(res, row, colno(res, "created_at", g + 9));
+    out->edited_at = col(res, row, colno(res, "edited_at", g + 10));
+    out->deleted_at = col(res, row, colno(res, "deleted_at", g + 11));
     return 0;
+}
+
+int pg_message_from_row(const PGresult *res, int row, pg_message *out)
+{
+    return message_from_row(res, row, out, -1);
 }
 
 static void json_kv_str(buf_t *b, const char *k, const char *v, bool comma)
@@ -151,19 +172,20 @@ static void append_done_row(void *p, const PGresult *res, int row, const char *e
         cb(ctx, PG_APPEND_INTERNAL, NULL, NULL, "append: unexpected result");
         return;
     }
-    pg_append_status st = status_of(col(res, row, PQfnumber(res, "status")));
+    /* guesses: the columns of 003/024/026 (002 has no idx column: found by name) */
+    pg_append_status st = status_of(col(res, row, colno(res, "status", 1)));
     pg_message m;
     pg_chat_state chat = {0};
     bool has_msg = (st == PG_APPEND_OK || st == PG_APPEND_REPLAY) &&
-                   pg_message_from_row(res, row, &m) == 0;
-    bool has_chat = col(res, row, PQfnumber(res, "chat_status")) != NULL;
+                   message_from_row(res, row, &m, 2) == 0;
+    chat.status = col(res, row, colno(res, "chat_status", 14));
+    bool has_chat = chat.status != NULL;
     if (has_chat) {
-        chat.status = col(res, row, PQfnumber(res, "chat_status"));
-        chat.owner_version = (int)col_i64(res, row, PQfnumber(res, "owner_version"));
-        chat.last_seq = col_i64(res, row, PQfnumber(res, "last_seq"));
-        chat.org_id = col(res, row, PQfnumber(res, "org_id"));
-        chat.customer_key = col(res, row, PQfnumber(res, "customer_key"));
-        chat.agent_id = col(res, row, PQfnumber(res, "agent_id"));
+        chat.owner_version = (int)col_i64(res, row, colno(res, "owner_version", 15));
+        chat.last_seq = col_i64(res, row, colno(res, "last_seq", 16));
+        chat.org_id = col(res, row, colno(res, "org_id", 17));
+        chat.customer_key = col(res, row, colno(res, "customer_key", 18));
+        chat.agent_id = col(res, row, colno(res, "agent_id", 19));
     }
     if ((st == PG_APPEND_OK || st == PG_APPEND_REPLAY) && !has_msg) {
         cb(ctx, PG_APPEND_INTERNAL, NULL, NULL, "append: bad row");

@@ -345,11 +345,22 @@ static void on_check_timer(uv_timer_t *t)
  * when uv_poll reports an error status, so a refused connect (EPOLLERR) is
  * never handed to hiredis and only the connect timeout notices it. As in
  * later hiredis releases, an error status is delivered as the events we
- * were waiting for, and hiredis reads the socket error itself. */
+ * were waiting for, and hiredis reads the socket error itself.
+ *
+ * Output of a connected context is written by an idle handle, before the loop
+ * next polls, not on the next writable event: a command then costs no epoll_ctl
+ * to watch for writability and back, and no extra loop iteration; the commands
+ * of one iteration still leave together. (An idle handle rather than a prepare
+ * handle: one started from inside another prepare callback would only run after
+ * the loop has blocked, while an active idle handle keeps the poll from
+ * blocking.) Output the socket does not take at once waits for writability. */
 typedef struct rlv_events {
     redisAsyncContext *context;
     uv_poll_t handle;
-    int events;
+    uv_idle_t flush;
+    int events;      /* what hiredis asked for */
+    int watching;    /* what the poll handle watches */
+    int open;        /* handles not closed yet */
 } rlv_events;
 
 static void rlv_poll(uv_poll_t *handle, int status, int events)
@@ -362,12 +373,42 @@ static void rlv_poll(uv_poll_t *handle, int status, int events)
         redisAsyncHandleWrite(p->context);
 }
 
-static void rlv_update(rlv_events *p)
+static void rlv_watch(rlv_events *p, int events)
 {
-    if (p->events)
-        uv_poll_start(&p->handle, p->events, rlv_poll);
+    if (events == p->watching)
+        return;
+    p->watching = events;
+    if (events)
+        uv_poll_start(&p->handle, events, rlv_poll);
     else
         uv_poll_stop(&p->handle);
+}
+
+static void rlv_flush(uv_idle_t *h);
+
+/* A connected context with output waits for the flush; anything else (a connect in progress
+ * is reported by writability) is watched as hiredis asks. */
+static void rlv_update(rlv_events *p)
+{
+    bool flush = (p->events & UV_WRITABLE) && p->context &&
+                 (p->context->c.flags & REDIS_CONNECTED);
+    if (flush) {
+        uv_idle_start(&p->flush, rlv_flush); /* no-op when already started */
+        rlv_watch(p, (p->events & ~UV_WRITABLE) | (p->watching & UV_WRITABLE));
+    } else {
+        rlv_watch(p, p->events);
+    }
+}
+
+static void rlv_flush(uv_idle_t *h)
+{
+    rlv_events *p = h->data;
+    uv_idle_stop(h);
+    if (p->context != NULL && (p->events & UV_WRITABLE))
+        redisAsyncHandleWrite(p->context); /* calls rlv_del_write when all is written */
+    /* what is still waiting goes out when the socket is writable again */
+    if (p->context != NULL)
+        rlv_watch(p, p->events);
 }
 
 static void rlv_add_read(void *privdata)
@@ -400,7 +441,9 @@ static void rlv_del_write(void *privdata)
 
 static void rlv_on_close(uv_handle_t *handle)
 {
-    free(handle->data);
+    rlv_events *p = handle->data;
+    if (--p->open == 0)
+        free(p);
 }
 
 static void rlv_cleanup(void *privdata)
@@ -408,6 +451,7 @@ static void rlv_cleanup(void *privdata)
     rlv_events *p = privdata;
     p->context = NULL; /* the context is being freed */
     uv_close((uv_handle_t *)&p->handle, rlv_on_close);
+    uv_close((uv_handle_t *)&p->flush, rlv_on_close);
 }
 
 static int rlv_attach(redisAsyncContext *ac, uv_loop_t *loop)
@@ -419,7 +463,10 @@ static int rlv_attach(redisAsyncContext *ac, uv_loop_t *loop)
         free(p);
         return REDIS_ERR;
     }
+    uv_idle_init(loop, &p->flush);
+    p->open = 2;
     p->handle.data = p;
+    p->flush.data = p;
     p->context = ac;
     ac->ev.addRead = rlv_add_read;
     ac->ev.delRead = rlv_del_read;
