@@ -322,7 +322,7 @@ static struct {
     uint64_t post_reconnects;
     uint64_t seq_checked, seq_gaps, seq_disorder;
     uint64_t errs_connect, errs_http, errs_closed, errs_refused, errs_proto;
-    double cpu0, cpu1, gen_cpu0, gen_cpu1, mach0, mach1;
+    double cpu0, cpu1, gen_cpu0, gen_cpu1, mach0, mach1, steal0, steal1;
     long rss_before, rss_after;
     struct hist lat, ack, conn;
     int step, retries;
@@ -444,8 +444,11 @@ static long proc_rss_kb(pid_t pid)
 }
 
 /* Busy CPU seconds of the whole machine (all cores, everything but idle and iowait). */
-static double machine_busy_s(void)
+/* Busy time of the whole machine, steal included (time the hypervisor gave our vCPUs to
+ * someone else is time we could not run); *steal gets the steal part alone. */
+static double machine_busy_s(double *steal)
 {
+    *steal = 0;
     FILE *f = fopen("/proc/stat", "r");
     if (!f)
         return 0;
@@ -457,6 +460,7 @@ static double machine_busy_s(void)
         return 0;
     /* user nice system idle iowait irq softirq steal (guest is inside user) */
     unsigned long long busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+    *steal = (double)v[7] / (double)sysconf(_SC_CLK_TCK);
     return (double)busy / (double)sysconf(_SC_CLK_TCK);
 }
 
@@ -1286,7 +1290,7 @@ static void step_json(char *out, size_t cap, const char *kind)
              "\"ack_p99_ms\":%.3f,\"ack_p999_ms\":%.3f,\"msgs_acked_per_s\":%.1f,\"server_cpu_s\":%.3f,"
              "\"cpu_per_1k_deliveries\":%.5f,\"cpu_per_1k_msgs\":%.5f,\"gen_cpu_s\":%.3f,"
              "\"gen_util\":%.3f,\"gen_ceiling_est_per_s\":%.0f,\"machine_busy_cores\":%.2f,"
-             "\"other_busy_cores\":%.2f,\"batch_us\":%d",
+             "\"other_busy_cores\":%.2f,\"steal_cores\":%.2f,\"batch_us\":%d",
              kind, opt.label, sc_name(), opt.tr == TR_WS ? "websocket" : "polling", st.step, opt.conns,
              opt.rooms, opt.members, st.rate,
              st.rate * (opt.sc == SC_PERSIST ? (double)opt.members : (double)opt.members), win_s, st.sent_win,
@@ -1297,7 +1301,8 @@ static void step_json(char *out, size_t cap, const char *kind)
              st.arrivals_win ? cpu * 1000.0 / (double)st.arrivals_win : 0,
              st.sent_win ? cpu * 1000.0 / (double)st.sent_win : 0, gcpu, win_s > 0 ? gcpu / win_s : 0,
              gcpu > 0 ? (double)st.arrivals_win / gcpu : 0, win_s > 0 ? (st.mach1 - st.mach0) / win_s : 0,
-             win_s > 0 ? (st.mach1 - st.mach0 - cpu - gcpu) / win_s : 0, opt.batch_us);
+             win_s > 0 ? (st.mach1 - st.mach0 - cpu - gcpu) / win_s : 0,
+             win_s > 0 ? (st.steal1 - st.steal0) / win_s : 0, opt.batch_us);
     /* CPU seconds of each --pid, then each --pid-tree, over the window */
     size_t l = strlen(out);
     l += (size_t)snprintf(out + l, cap - l, ",\"cpu_parts_s\":[");
@@ -1580,14 +1585,14 @@ int main(int argc, char **argv)
                     st.cpu0 = server_cpu_s();
                     memcpy(cpu_part0, cpu_part_now, sizeof(cpu_part0));
                     st.gen_cpu0 = self_cpu_s();
-                    st.mach0 = machine_busy_s();
+                    st.mach0 = machine_busy_s(&st.steal0);
                 }
                 if (ts >= st.m_end) {
                     st.phase = P_DRAIN;
                     st.cpu1 = server_cpu_s();
                     memcpy(cpu_part1, cpu_part_now, sizeof(cpu_part1));
                     st.gen_cpu1 = self_cpu_s();
-                    st.mach1 = machine_busy_s();
+                    st.mach1 = machine_busy_s(&st.steal1);
                     st.t_phase = now;
                     break;
                 }
