@@ -751,17 +751,17 @@ static void conn_dispatch(pg_conn *c)
              * 2,000 appends/s, each paying the call's fixed cost in PostgreSQL. */
             if (carrier_inflight(c))
                 break;
-            pg_req *carrier = make_carrier(c);
-            carrier->sent_ms = now;
-            carrier->sync_after = true;
-            if (send_one(c, carrier) < 0 || PQpipelineSync(c->conn) != 1) {
-                list_push(&c->inflight, carrier);
+            pg_req *out = make_carrier(c); /* a carrier, or a lone request */
+            out->sent_ms = now;
+            out->sync_after = true;
+            if (send_one(c, out) < 0 || PQpipelineSync(c->conn) != 1) {
+                list_push(&c->inflight, out);
                 conn_fail(c, PQerrorMessage(c->conn));
                 return;
             }
             if (!c->cur && !c->await_sync)
-                c->cur = carrier;
-            list_push(&c->inflight, carrier);
+                c->cur = out;
+            list_push(&c->inflight, out);
             sent = true;
             continue;
         }

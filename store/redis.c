@@ -360,6 +360,7 @@ typedef struct rlv_events {
     uv_idle_t flush;
     int events;      /* what hiredis asked for */
     int watching;    /* what the poll handle watches */
+    bool flushing;   /* inside rlv_flush's redisAsyncHandleWrite */
     int open;        /* handles not closed yet */
 } rlv_events;
 
@@ -386,15 +387,18 @@ static void rlv_watch(rlv_events *p, int events)
 
 static void rlv_flush(uv_idle_t *h);
 
-/* A connected context with output waits for the flush; anything else (a connect in progress
- * is reported by writability) is watched as hiredis asks. */
+/* A connected context with output waits for the flush. Anything else is watched as hiredis
+ * asks: a connect in progress (reported by writability), and output the socket did not take
+ * (hiredis asks for writability again from inside the flush; flushing again at once would spin
+ * the loop until the peer reads). */
 static void rlv_update(rlv_events *p)
 {
     bool flush = (p->events & UV_WRITABLE) && p->context &&
-                 (p->context->c.flags & REDIS_CONNECTED);
+                 (p->context->c.flags & REDIS_CONNECTED) && !p->flushing &&
+                 !(p->watching & UV_WRITABLE);
     if (flush) {
         uv_idle_start(&p->flush, rlv_flush); /* no-op when already started */
-        rlv_watch(p, (p->events & ~UV_WRITABLE) | (p->watching & UV_WRITABLE));
+        rlv_watch(p, p->events & ~UV_WRITABLE);
     } else {
         rlv_watch(p, p->events);
     }
@@ -404,8 +408,11 @@ static void rlv_flush(uv_idle_t *h)
 {
     rlv_events *p = h->data;
     uv_idle_stop(h);
-    if (p->context != NULL && (p->events & UV_WRITABLE))
+    if (p->context != NULL && (p->events & UV_WRITABLE)) {
+        p->flushing = true;
         redisAsyncHandleWrite(p->context); /* calls rlv_del_write when all is written */
+        p->flushing = false; /* p outlives a context freed in there: closed, not yet freed */
+    }
     /* what is still waiting goes out when the socket is writable again */
     if (p->context != NULL)
         rlv_watch(p, p->events);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -434,6 +435,49 @@ static void test_command_timeout(void **state)
     priv_stop();
 }
 
+/* Output the socket does not take at once (Redis stopped, a value larger than the socket
+ * buffers): the rest is written when the socket is writable again, and commands queued behind
+ * it keep their order. */
+static void test_large_output_waits_for_socket(void **state)
+{
+    if (!priv_start()) {
+        printf("SKIP large output test: cannot start redis-server\n");
+        skip();
+    }
+    redis_client *r = make_client(priv_url, 10000);
+    assert_true(wait_ready(r, 3000));
+    size_t n = 64u << 20; /* more than loopback buffers hold: tcp_rmem max 32 MB + tcp_wmem 4 MB */
+    char *big = malloc(n);
+    assert_non_null(big);
+    memset(big, 'x', n);
+    kill(priv_pid, SIGSTOP);
+    result set = {0}, len = {0};
+    const char *argv[3] = {"SET", "chatd-test:big", big};
+    size_t argvlen[3] = {3, strlen("chatd-test:big"), n};
+    redis_cmd_argv(r, 3, argv, argvlen, on_reply, &set);
+    redis_cmd(r, on_reply, &len, "STRLEN", "chatd-test:big", NULL);
+    struct rusage ru0, ru1;
+    getrusage(RUSAGE_SELF, &ru0);
+    run_ms(300); /* the loop writes what fits, then waits for the socket (no spinning) */
+    getrusage(RUSAGE_SELF, &ru1);
+    long cpu_ms = (ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) * 1000 +
+                  (ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) / 1000 +
+                  (ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) * 1000 +
+                  (ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1000;
+    if (cpu_ms > 150)
+        fail_msg("%ld ms of CPU in 300 ms while Redis was stopped: the loop spins", cpu_ms);
+    assert_false(set.done);
+    kill(priv_pid, SIGCONT);
+    assert_true(run_until(&len.done, 5000));
+    assert_true(set.done && set.had_reply);
+    assert_string_equal(set.str, "OK");
+    assert_true(len.had_reply);
+    assert_int_equal(len.integer, (long long)n);
+    free(big);
+    free_client(r);
+    priv_stop();
+}
+
 static void test_never_up(void **state)
 {
     char url[64];
@@ -493,6 +537,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pubsub_and_keyspace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redis_down_and_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_command_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_output_waits_for_socket, setup, teardown),
         cmocka_unit_test_setup_teardown(test_never_up, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
