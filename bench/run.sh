@@ -98,23 +98,16 @@ start_server() {
     local target=$1 mode=${2:-bench} i
     PORT=$(free_port)
     case "$target" in
-    chatd)
+    chatd | base)
+        local bin=$CHATD log=$OUT/chatd.log
+        [ "$target" = base ] && bin=$CHATD_BASE log=$OUT/base.log
         if [ "$mode" = persist ]; then
-            env CHATD_LISTEN="127.0.0.1:$PORT" "${PERSIST_ENV[@]}" "${PIN_S[@]}" "$CHATD" serve \
-                >>"$OUT/chatd.log" 2>&1 &
+            env CHATD_LISTEN="127.0.0.1:$PORT" "${PERSIST_ENV[@]}" "${PIN_S[@]}" "$bin" serve >>"$log" 2>&1 &
         else
             # the per-IP limiters are lifted: the Node reference has none, and a 10k storm from one
             # address is the point of the scenario
-            env CHATD_LISTEN="127.0.0.1:$PORT" "${CHATD_BENCH_ENV[@]}" "${PIN_S[@]}" "$CHATD" bench-server \
-                >>"$OUT/chatd.log" 2>&1 &
-        fi ;;
-    base)
-        if [ "$mode" = persist ]; then
-            env CHATD_LISTEN="127.0.0.1:$PORT" "${PERSIST_ENV[@]}" "${PIN_S[@]}" "$CHATD_BASE" serve \
-                >>"$OUT/base.log" 2>&1 &
-        else
-            env CHATD_LISTEN="127.0.0.1:$PORT" "${CHATD_BENCH_ENV[@]}" "${PIN_S[@]}" "$CHATD_BASE" bench-server \
-                >>"$OUT/base.log" 2>&1 &
+            env CHATD_LISTEN="127.0.0.1:$PORT" "${CHATD_BENCH_ENV[@]}" "${PIN_S[@]}" "$bin" bench-server \
+                >>"$log" 2>&1 &
         fi ;;
     node)
         if [ "$mode" = persist ]; then
