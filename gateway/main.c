@@ -113,7 +113,7 @@ static int setup_serve(struct server *srv, chatd_config *cfg)
     srv->sio = sio_server_new(srv->eio, "/socket.io/");
     pg_options po;
     pg_options_default(&po);
-    po.pool_size = cfg->pg_pool > 0 ? cfg->pg_pool : 1;
+    po.pool_size = cfg->pg_pool; /* pg_new makes a pool of at least 1 */
     srv->pg = pg_new(srv->loop, cfg->database_url, &po);
     srv->chat = chat_app_new(srv->loop, cfg, srv->sio, srv->pg, NULL, err, sizeof err);
     if (!srv->chat) {
