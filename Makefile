@@ -89,7 +89,7 @@ run:
 lint-layers:
 	@bad=$$(grep -lE '#include *[<"](libwebsockets|uv|hiredis/async|libpq-fe|curl/curl)\.h' \
 	  gateway/eio_packet.c gateway/sio_packet.c gateway/frame.c gateway/auth.c common/*.c \
-	  queue/queue.c presence/presence.c store/keys.c $(wildcard ai/sse.c) 2>/dev/null); \
+	  queue/queue.c presence/presence.c store/keys.c store/pg_route.c $(wildcard ai/sse.c) 2>/dev/null); \
 	if [ -n "$$bad" ]; then echo "pure files include I/O headers: $$bad"; exit 1; fi; echo "layers ok"
 
 format:

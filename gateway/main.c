@@ -99,9 +99,11 @@ static void metrics(void *ctx, http_req *req)
                    "# TYPE chatd_pg_connections_ready gauge\nchatd_pg_connections_ready %d\n"
                    "# TYPE chatd_pg_queries_total counter\nchatd_pg_queries_total %llu\n"
                    "# TYPE chatd_pg_errors_total counter\nchatd_pg_errors_total %llu\n"
+                   "# TYPE chatd_pg_spread gauge\nchatd_pg_spread %d\n"
                    "# TYPE chatd_redis_ready gauge\nchatd_redis_ready %d\n",
                    ps.connections_ready, (unsigned long long)ps.queries,
-                   (unsigned long long)ps.errors, srv->redis && redis_is_ready(srv->redis));
+                   (unsigned long long)ps.errors, ps.spread,
+                   srv->redis && redis_is_ready(srv->redis));
     }
     http_respond(req, 200, "text/plain; version=0.0.4", b.data, b.len);
     buf_free(&b);

@@ -23,6 +23,7 @@
 
 #include "common/log.h"
 #include "common/xalloc.h"
+#include "store/pg_route.h"
 
 enum conn_state { CONN_BACKOFF, CONN_CONNECTING, CONN_READY, CONN_CLOSED };
 
@@ -55,6 +56,10 @@ typedef struct pg_req {
     char *item;         /* owned; its JSON item */
     bool carrier;       /* a combined query standing for `members` */
     req_list members;   /* carrier only: the combined requests, in item order */
+    pg_client *owner;   /* routed requests: whose route table counts this one */
+    uint32_t route_hash;
+    bool unsent;        /* routed: still waiting in a pending list */
+    uint64_t queued_ns; /* combinable: when it was queued (uv_hrtime), for pg_spread */
 } pg_req;
 
 typedef struct pg_conn {
@@ -97,6 +102,11 @@ struct pg_client {
     int open_handles;     /* handles to close before the struct can go */
     bool closing;
     int rr;
+    pg_routes routes;     /* route keys with queries outstanding: their connection */
+    pg_spread spread;     /* routed keys' homes are hash % spread.active */
+    bool spread_pinned;   /* pg_set_spread */
+    uint64_t wait_ns;     /* this tick: total wait of the combinable requests sent */
+    uint64_t wait_n;
     pg_stats stats;
 };
 
@@ -160,6 +170,44 @@ static bool list_remove(req_list *l, pg_req *r)
     return false;
 }
 
+/* Takes the head of c->pending to be sent. */
+static pg_req *take_pending(pg_conn *c)
+{
+    pg_req *r = list_pop(&c->pending);
+    if (r && r->owner && r->unsent) {
+        r->unsent = false;
+        pg_routes_mark(&c->pg->routes, r->route_hash, true);
+    }
+    if (r && r->queued_ns) {
+        c->pg->wait_ns += uv_hrtime() - r->queued_ns;
+        c->pg->wait_n++;
+        r->queued_ns = 0; /* a retry is not counted again */
+    }
+    return r;
+}
+
+/* r's results are all in and its callback runs next: for routing it is no longer in flight,
+ * so its key may move before the callback has run (no later query of the key can be answered
+ * before it). */
+static void route_done(pg_client *pg, pg_req *r)
+{
+    if (r->owner) {
+        pg_routes_release(&pg->routes, r->route_hash, r->unsent);
+        r->owner = NULL;
+    }
+}
+
+/* Puts sent requests back at the front of c->pending, in order (a retry). */
+static void requeue_front(pg_conn *c, req_list *l)
+{
+    for (pg_req *r = l->head; r; r = r->next)
+        if (r->owner && !r->unsent) {
+            r->unsent = true;
+            pg_routes_mark(&c->pg->routes, r->route_hash, false);
+        }
+    list_prepend_all(&c->pending, l);
+}
+
 static uint64_t now_ms(const pg_client *pg)
 {
     return uv_now(pg->loop);
@@ -169,6 +217,8 @@ static void req_free(pg_req *r)
 {
     if (!r)
         return;
+    if (r->owner)
+        pg_routes_release(&r->owner->routes, r->route_hash, r->unsent);
     pg_req *m;
     while ((m = list_pop(&r->members)))
         req_free(m);
@@ -229,6 +279,7 @@ static void fail_list(pg_client *pg, req_list *l, const char *err)
 
 static void conn_connect(pg_conn *c);
 static void conn_dispatch(pg_conn *c);
+static pg_conn *pick_home(pg_client *pg, uint32_t hash);
 static void on_poll(uv_poll_t *h, int status, int events);
 static void schedule(pg_client *pg);
 
@@ -454,7 +505,7 @@ static void conn_finish_group(pg_conn *c)
             memset(&r->members, 0, sizeof r->members);
             for (pg_req *m = retry.head; m; m = m->next)
                 m->solo = true;
-            list_prepend_all(&c->pending, &retry);
+            requeue_front(c, &retry);
             req_free(r);
             PQclear(res);
             schedule(pg);
@@ -471,8 +522,11 @@ static void conn_finish_group(pg_conn *c)
         }
         /* The next combined query leaves before this one's callbacks run: PostgreSQL works
          * on it while we answer and broadcast (otherwise the backend idles through them). */
-        if (!err && c->pending.head)
+        if (!err && c->pending.head) {
+            for (pg_req *m = r->members.head; m; m = m->next)
+                route_done(pg, m);
             conn_dispatch(c);
+        }
         req_finish(pg, r, res, err);
         PQclear(res);
         return;
@@ -494,14 +548,16 @@ static void conn_finish_group(pg_conn *c)
             r->sync_after = false;
             list_push(&retry, r);
         }
-        list_prepend_all(&c->pending, &retry);
+        requeue_front(c, &retry);
         schedule(pg);
         return;
     }
     /* A lone combinable request (see make_carrier): as for a carrier, the next combined query
      * leaves before this one's callback runs. */
-    if (!failed && group.n == 1 && group.head->combine_sql && c->pending.head)
+    if (!failed && group.n == 1 && group.head->combine_sql && c->pending.head) {
+        route_done(pg, group.head);
         conn_dispatch(c);
+    }
     /* A failed group's transaction was rolled back: every member fails, with the error that
      * caused it (results received before it describe work that was undone). */
     PGresult *gerr = NULL;
@@ -673,7 +729,7 @@ static bool can_join(const pg_conn *c, const pg_req *first, int n, size_t total)
  * of its own is returned itself, to be sent as that statement. */
 static pg_req *make_carrier(pg_conn *c)
 {
-    pg_req *first = list_pop(&c->pending);
+    pg_req *first = take_pending(c);
     size_t total = 3 + strlen(first->item) + 1;
     if ((first->stmt || (first->sql && first->sql[0])) && !can_join(c, first, 1, total))
         return first;
@@ -685,7 +741,7 @@ static pg_req *make_carrier(pg_conn *c)
         carrier->sql = xstrdup(first->combine_sql);
     list_push(&carrier->members, first);
     while (can_join(c, first, carrier->members.n, total)) {
-        pg_req *m = list_pop(&c->pending);
+        pg_req *m = take_pending(c);
         total += strlen(m->item) + 1;
         list_push(&carrier->members, m);
     }
@@ -704,6 +760,37 @@ static pg_req *make_carrier(pg_conn *c)
     *p++ = ']';
     *p = '\0';
     return carrier;
+}
+
+/* Called when c is about to send its next combined query, so nothing combinable is in flight
+ * on it: every key queued here that has nothing in flight anywhere and whose home is now
+ * another connection that is up goes there with all it has queued. Without this a busy chat
+ * never moved when the spread changed: its next append always arrived while its previous one
+ * was in flight, and the next combined query took both. */
+static void rehome_pending(pg_conn *c)
+{
+    pg_client *pg = c->pg;
+    req_list keep = {0};
+    bool moved = false;
+    pg_req *r;
+    while ((r = list_pop(&c->pending))) {
+        pg_conn *to = c;
+        pg_route_slot *s = r->owner ? pg_routes_find(&pg->routes, r->route_hash) : NULL;
+        if (s && s->conn != c->index) {
+            to = &pg->conns[s->conn]; /* its key moved earlier in this pass */
+        } else if (s && s->unsent == s->n) {
+            pg_conn *home = pick_home(pg, r->route_hash);
+            if (home && home != c && home->state == CONN_READY) {
+                s->conn = home->index;
+                to = home;
+            }
+        }
+        list_push(to == c ? &keep : &to->pending, r);
+        moved = moved || to != c;
+    }
+    c->pending = keep;
+    if (moved)
+        schedule(pg);
 }
 
 /* Whether a combined query (or a lone combinable request) is in flight on c. */
@@ -751,6 +838,12 @@ static void conn_dispatch(pg_conn *c)
              * 2,000 appends/s, each paying the call's fixed cost in PostgreSQL. */
             if (carrier_inflight(c))
                 break;
+            if (pg->spread.active > 1 || c->index > 0)
+                rehome_pending(c);
+            if (!c->pending.head)
+                break;
+            if (!c->pending.head->combine_sql)
+                continue;
             pg_req *out = make_carrier(c); /* a carrier, or a lone request */
             out->sent_ms = now;
             out->sync_after = true;
@@ -766,7 +859,7 @@ static void conn_dispatch(pg_conn *c)
             continue;
         }
         for (;;) {
-            pg_req *r = list_pop(&c->pending);
+            pg_req *r = take_pending(c);
             r->sent_ms = now;
             r->sync_after = false;
             if (send_one(c, r) < 0) {
@@ -831,6 +924,11 @@ static void on_tick(uv_timer_t *t)
     uint64_t stuck_after = (uint64_t)(pg->opt.statement_timeout_ms > 0
                                           ? pg->opt.statement_timeout_ms
                                           : 30000) + 5000;
+    if (!pg->spread_pinned)
+        pg_spread_tick(&pg->spread,
+                       pg->wait_n ? (double)pg->wait_ns / (double)pg->wait_n / 1e6 : -1,
+                       pg->nconns);
+    pg->wait_ns = pg->wait_n = 0;
     for (int i = 0; i < pg->nconns; i++) {
         pg_conn *c = &pg->conns[i];
         if (c->state != CONN_READY) {
@@ -875,6 +973,8 @@ pg_client *pg_new(uv_loop_t *loop, const char *conninfo, const pg_options *opt)
         pg->opt.max_inflight = 1;
     if (pg->opt.max_batch < 1)
         pg->opt.max_batch = 1;
+    pg_routes_init(&pg->routes);
+    pg->spread.active = 1;
     if (pg->opt.backoff_min_ms < 1)
         pg->opt.backoff_min_ms = 1;
     if (pg->opt.backoff_max_ms < pg->opt.backoff_min_ms)
@@ -920,6 +1020,7 @@ static void client_handle_closed(uv_handle_t *h)
         free(pg->stmts[i].sql);
     }
     free(pg->stmts);
+    pg_routes_free(&pg->routes);
     free(pg->conns);
     free(pg->conninfo);
     free(pg);
@@ -973,16 +1074,10 @@ static uint32_t fnv1a(const char *s)
     return h;
 }
 
-/* Picks the connection for a query: the route key's own connection, else the least loaded
- * connection that is up, else one that is connecting; NULL when none can serve. */
-static pg_conn *pick_conn(pg_client *pg, const char *route_key)
+/* The least loaded connection that is up, else one that is connecting; NULL when none can
+ * serve. */
+static pg_conn *pick_least_loaded(pg_client *pg)
 {
-    pg_conn *home = route_key ? &pg->conns[fnv1a(route_key) % (uint32_t)pg->nconns] : NULL;
-    /* A routed query always waits for its own connection (connecting, or reconnecting
-     * within queue_timeout_ms): sending it elsewhere could overtake the key's earlier
-     * queries, and a chat's appends must complete in seq order. */
-    if (home && home->state != CONN_CLOSED)
-        return home;
     pg_conn *best = NULL;
     for (int k = 0; k < pg->nconns; k++) {
         pg_conn *c = &pg->conns[(pg->rr + k) % pg->nconns];
@@ -994,12 +1089,69 @@ static pg_conn *pick_conn(pg_client *pg, const char *route_key)
     pg->rr = (pg->rr + 1) % pg->nconns;
     if (best)
         return best;
-    if (home && home->state == CONN_CONNECTING)
-        return home;
     for (int k = 0; k < pg->nconns; k++)
         if (pg->conns[k].state == CONN_CONNECTING)
             return &pg->conns[k];
     return NULL;
+}
+
+/* Moves the waiting requests of route key `hash` from `from` to the end of `to`'s pending
+ * list, in order. None of them has been sent. */
+static void move_key(pg_conn *from, pg_conn *to, uint32_t hash)
+{
+    req_list keep = {0};
+    pg_req *r;
+    while ((r = list_pop(&from->pending)))
+        list_push(r->owner && r->route_hash == hash ? &to->pending : &keep, r);
+    from->pending = keep;
+}
+
+/* A routed key's connection when it has nothing in flight: its home (hash modulo the current
+ * spread, see pg_spread in pg_route.h) if that is up, else the next one that is up, else its
+ * home anyway while that reconnects (within queue_timeout_ms), else any that is connecting. */
+static pg_conn *pick_home(pg_client *pg, uint32_t hash)
+{
+    int home = (int)(hash % (uint32_t)pg->spread.active);
+    for (int k = 0; k < pg->nconns; k++) {
+        pg_conn *c = &pg->conns[(home + k) % pg->nconns];
+        if (c->state == CONN_READY)
+            return c;
+    }
+    if (pg->conns[home].state != CONN_CLOSED)
+        return &pg->conns[home];
+    return pick_least_loaded(pg);
+}
+
+/* Picks the connection for a query and, for a routed one, counts it in the route table.
+ *
+ * A route key with a query in flight stays on that query's connection: a chat's appends must
+ * complete in seq order. Otherwise the key goes to pick_home, and its queries still waiting
+ * elsewhere (behind a running group commit, or on a connection that went down) move there
+ * with it: none of them has been sent, so none can be overtaken. Unrouted queries go to the
+ * least loaded connection. */
+static pg_conn *pick_conn(pg_client *pg, const char *route_key, pg_req *r)
+{
+    if (!route_key)
+        return pick_least_loaded(pg);
+    uint32_t hash = fnv1a(route_key);
+    pg_route_slot *s = pg_routes_find(&pg->routes, hash);
+    pg_conn *cur = s ? &pg->conns[s->conn] : NULL;
+    pg_conn *c;
+    if (cur && s->unsent < s->n) {
+        c = cur;
+    } else {
+        if (!(c = pick_home(pg, hash)))
+            return NULL;
+        if (cur && c != cur) {
+            move_key(cur, c, hash);
+            s->conn = c->index;
+        }
+    }
+    pg_routes_hold(&pg->routes, hash, c->index);
+    r->owner = pg;
+    r->route_hash = hash;
+    r->unsent = true;
+    return c;
 }
 
 pg_req_id pg_query_ex(pg_client *pg, const pg_query_opts *q, pg_cb cb, void *ctx)
@@ -1040,7 +1192,9 @@ pg_req_id pg_query_ex(pg_client *pg, const pg_query_opts *q, pg_cb cb, void *ctx
         }
     }
     r->deadline_ms = now_ms(pg) + (uint64_t)pg->opt.queue_timeout_ms;
-    pg_conn *c = pg->closing ? NULL : pick_conn(pg, q->route_key);
+    if (r->combine_sql)
+        r->queued_ns = uv_hrtime();
+    pg_conn *c = pg->closing ? NULL : pick_conn(pg, q->route_key, r);
     list_push(c ? &c->pending : &pg->failed, r);
     if (!pg->closing)
         schedule(pg);
@@ -1129,9 +1283,17 @@ pg_outcome pg_classify(const PGresult *res, const char *err)
     return PG_OUTCOME_ERROR;
 }
 
+void pg_set_spread(pg_client *pg, int n)
+{
+    pg->spread_pinned = n > 0;
+    if (n > 0)
+        pg->spread.active = n < pg->nconns ? n : pg->nconns;
+}
+
 void pg_get_stats(const pg_client *pg, pg_stats *out)
 {
     *out = pg->stats;
+    out->spread = pg->spread.active;
     out->connections_ready = 0;
     out->pending = pg->failed.n;
     out->inflight = 0;

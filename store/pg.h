@@ -7,8 +7,13 @@
  * as message appends) may share one implicit transaction with their neighbours — one commit for
  * many messages — and are re-run one by one if that shared transaction fails.
  *
- * Ordering: queries with the same route_key (use the chat id) always go to the same connection
- * (waiting for it while it reconnects), so their results arrive in submission order.
+ * Ordering: while a route_key (use the chat id) has a query in flight, its new queries go to the
+ * same connection, so their results arrive in submission order. A key with none in flight goes,
+ * with its queries still waiting, to its home: its hash modulo the number of connections the
+ * keys are spread over now, or the next connection that is up while the home is down. That
+ * spread adapts to how long combinable queries wait (pg_spread in pg_route.h): one connection
+ * at low rates, so that group commit makes bigger and cheaper combined calls, more as waits
+ * grow.
  *
  * Failure: a connection that dies fails all its queries with res == NULL and err set
  * ("unavailable: ..."), then reconnects by itself with exponential backoff (100 ms .. 5 s, with
@@ -122,7 +127,12 @@ typedef struct pg_stats {
     uint64_t reconnects;
     int pending;           /* queued, not yet sent */
     int inflight;          /* sent, waiting for results */
+    int spread;            /* connections routed keys are spread over now (pg_spread) */
 } pg_stats;
 void pg_get_stats(const pg_client *pg, pg_stats *out);
+
+/* Pins the spread (see Ordering above) at n connections (clamped to the pool); n <= 0 lets it
+ * adapt again from where it is. For tests and for measuring a fixed spread. */
+void pg_set_spread(pg_client *pg, int n);
 
 #endif

@@ -857,6 +857,169 @@ static void on_row(void *ctx, const PGresult *res, int row, const char *err)
     snprintf(s->r->val[s->i], 32, "%s", err ? "ERR" : PQgetvalue(res, row, 0));
 }
 
+/* Routing of combinable queries by route key. Each answer is "value:backend pid" and records
+ * its completion order. */
+typedef struct route_rec {
+    int done;
+    int want;
+    int order[16];
+    char val[16][48];
+} route_rec;
+
+typedef struct route_slot {
+    route_rec *r;
+    int i;
+} route_slot;
+
+static void on_route_row(void *ctx, const PGresult *res, int row, const char *err)
+{
+    route_slot *s = ctx;
+    s->r->order[s->i] = s->r->done++;
+    snprintf(s->r->val[s->i], sizeof s->r->val[0], "%s", err ? "ERR" : PQgetvalue(res, row, 0));
+}
+
+static const char *pid_of(const char *val)
+{
+    const char *p = strchr(val, ':');
+    return p ? p + 1 : "?";
+}
+
+static bool three_ready(void *p)
+{
+    pg_stats st;
+    pg_get_stats(p, &st);
+    return st.connections_ready == 3;
+}
+
+static bool two_ready(void *p)
+{
+    pg_stats st;
+    pg_get_stats(p, &st);
+    return st.connections_ready == 2;
+}
+
+#define ROUTE_SQL "SELECT (x->>'v') || ':' || pg_backend_pid() FROM jsonb_array_elements($1::jsonb) " \
+                  "WITH ORDINALITY t(x, o) ORDER BY o"
+
+/* A combinable query of key `key`; sleep_s > 0 makes it a lone slow statement that holds its
+ * connection's group commit that long. */
+static void route_q(pg_client *pg, const char *key, const char *v, double sleep_s, route_slot *s)
+{
+    char item[32], own[160];
+    snprintf(item, sizeof item, "{\"v\":\"%s\"}", v);
+    snprintf(own, sizeof own, "SELECT '%s:' || pg_backend_pid() FROM pg_sleep(%.2f)", v, sleep_s);
+    pg_query_opts q = {.combine_sql = ROUTE_SQL, .combine_item = item, .row_cb = on_route_row,
+                       .route_key = key, .sql = sleep_s > 0 ? own : NULL};
+    pg_query_ex(pg, &q, NULL, s);
+}
+
+/* The pool's key hash (FNV-1a, store/pg.c): a key whose home is `conn` of `spread`. */
+static void key_for(char *out, size_t n, const char *prefix, int conn, int spread)
+{
+    for (int i = 0;; i++) {
+        snprintf(out, n, "%s%d", prefix, i);
+        uint32_t h = 2166136261u;
+        for (const char *c = out; *c; c++)
+            h = (h ^ (unsigned char)*c) * 16777619u;
+        if (h % (uint32_t)spread == (uint32_t)conn)
+            return;
+    }
+}
+
+static void test_routing_spread(void **state)
+{
+    (void)state;
+    NEED_DB();
+    pg_options o;
+    pg_options_default(&o);
+    o.pool_size = 3;
+    o.backoff_min_ms = o.backoff_max_ms = 5000; /* a killed connection stays down */
+    pg_client *pg = pg_new(&loop, db_url, &o);
+    assert_true(run_until(three_ready, pg, 10));
+    route_rec r = {0};
+    route_slot s[16];
+    for (int i = 0; i < 16; i++)
+        s[i] = (route_slot){&r, i};
+    /* Unloaded, the spread is one connection: every key's queries go to the same backend. */
+    pg_stats st;
+    pg_get_stats(pg, &st);
+    assert_int_equal(st.spread, 1);
+    const char *keys[4] = {"k1", "k2", "k3", "k4"};
+    for (int i = 0; i < 4; i++)
+        route_q(pg, keys[i], keys[i], 0, &s[i]);
+    r.want = 4;
+    assert_true(run_until(int_reaches, &r.done, 10));
+    for (int i = 1; i < 4; i++)
+        assert_string_equal(pid_of(r.val[i]), pid_of(r.val[0]));
+
+    /* A key with a query in flight stays behind it; a key whose queries all wait moves, with
+     * them, to its new home when the spread grows. A and B both have homes other than the
+     * first connection once the spread is 3. */
+    char ka[16], kb[16];
+    key_for(ka, sizeof ka, "a", 1, 3);
+    key_for(kb, sizeof kb, "b", 2, 3);
+    memset(&r, 0, sizeof r);
+    pg_set_spread(pg, 1);
+    route_q(pg, ka, "a1", 0.4, &s[0]);
+    uv_run(&loop, UV_RUN_NOWAIT); /* a1 runs on the first connection */
+    route_q(pg, kb, "b1", 0, &s[1]); /* waits behind a1 */
+    route_q(pg, ka, "a2", 0, &s[2]);
+    pg_set_spread(pg, 3);
+    pg_get_stats(pg, &st);
+    assert_int_equal(st.spread, 3);
+    route_q(pg, kb, "b2", 0, &s[3]); /* takes b1 along to B's home */
+    route_q(pg, ka, "a3", 0, &s[4]); /* A still has a1 in flight: queued behind it */
+    r.want = 2;
+    assert_true(run_until(int_reaches, &r.done, 10));
+    assert_string_equal(r.val[0], ""); /* b1 and b2 are done while a1 still runs */
+    assert_string_not_equal(pid_of(r.val[1]), "?");
+    assert_string_equal(pid_of(r.val[3]), pid_of(r.val[1]));
+    assert_true(r.order[1] < r.order[3]);
+    r.want = 5;
+    assert_true(run_until(int_reaches, &r.done, 10));
+    assert_string_not_equal(pid_of(r.val[1]), pid_of(r.val[0]));
+    /* a2 and a3 waited for a1 and then went to A's home together, in order */
+    assert_true(r.order[0] < r.order[2] && r.order[2] < r.order[4]);
+    assert_string_not_equal(pid_of(r.val[2]), pid_of(r.val[0]));
+    assert_string_equal(pid_of(r.val[4]), pid_of(r.val[2]));
+    /* Nothing outstanding any more: A goes to its home. */
+    route_q(pg, ka, "a4", 0, &s[5]);
+    r.want = 6;
+    assert_true(run_until(int_reaches, &r.done, 10));
+    assert_string_equal(pid_of(r.val[5]), pid_of(r.val[2]));
+    assert_string_not_equal(pid_of(r.val[5]), pid_of(r.val[1]));
+
+    /* A key that is never free (its next append always queued while the previous one runs)
+     * still moves: when its connection starts the next combined query, what the key has
+     * queued there goes to the key's home instead. */
+    pg_set_spread(pg, 1);
+    route_q(pg, kb, "b3", 0.3, &s[6]);
+    uv_run(&loop, UV_RUN_NOWAIT);                 /* b3 runs on the first connection */
+    route_q(pg, kb, "b4", 0, &s[7]);              /* queued behind it, same connection */
+    pg_set_spread(pg, 3);
+    r.want = 8;
+    assert_true(run_until(int_reaches, &r.done, 10));
+    assert_string_equal(pid_of(r.val[6]), pid_of(r.val[0]));
+    assert_string_equal(pid_of(r.val[7]), pid_of(r.val[1])); /* B's home, the third */
+    assert_true(r.order[6] < r.order[7]);
+
+    /* The first connection goes down: keys whose home it is go to the next one that is up at
+     * once, instead of waiting for a reconnect. */
+    char sql[96], pid0[16], pid1[16];
+    snprintf(pid0, sizeof pid0, "%s", pid_of(r.val[0]));
+    snprintf(pid1, sizeof pid1, "%s", pid_of(r.val[5])); /* A's home, the second */
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%s)", pid0);
+    scalar(sql);
+    assert_true(run_until(two_ready, pg, 10));
+    pg_set_spread(pg, 1);
+    route_q(pg, "k1", "k1", 0, &s[8]);
+    r.want = 9;
+    assert_true(run_until(int_reaches, &r.done, 1)); /* long before the 5 s reconnect */
+    assert_string_equal(pid_of(r.val[8]), pid1);
+    pg_set_spread(pg, 0);
+    free_client(pg);
+}
+
 static void test_combined_queries(void **state)
 {
     (void)state;
@@ -1150,6 +1313,7 @@ int main(void)
         cmocka_unit_test(test_append_items_probe_per_item),
         cmocka_unit_test(test_query_errors_and_batch_retry),
         cmocka_unit_test(test_combined_queries),
+        cmocka_unit_test(test_routing_spread),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_free_fails_pending),
         cmocka_unit_test(test_restart_recovers),
