@@ -838,9 +838,10 @@ static void test_query_errors_and_batch_retry(void **state)
 typedef struct row_result {
     int done;
     int want;
-    int row[8];
-    char val[8][32];
-    int calls[8];
+    int row[16];
+    char val[16][32];
+    int calls[16];
+    int order[16]; /* completion order */
 } row_result;
 
 typedef struct row_slot {
@@ -852,32 +853,12 @@ static void on_row(void *ctx, const PGresult *res, int row, const char *err)
 {
     row_slot *s = ctx;
     s->r->calls[s->i]++;
-    s->r->done++;
+    s->r->order[s->i] = s->r->done++;
     s->r->row[s->i] = row;
     snprintf(s->r->val[s->i], 32, "%s", err ? "ERR" : PQgetvalue(res, row, 0));
 }
 
-/* Routing of combinable queries by route key. Each answer is "value:backend pid" and records
- * its completion order. */
-typedef struct route_rec {
-    int done;
-    int want;
-    int order[16];
-    char val[16][48];
-} route_rec;
-
-typedef struct route_slot {
-    route_rec *r;
-    int i;
-} route_slot;
-
-static void on_route_row(void *ctx, const PGresult *res, int row, const char *err)
-{
-    route_slot *s = ctx;
-    s->r->order[s->i] = s->r->done++;
-    snprintf(s->r->val[s->i], sizeof s->r->val[0], "%s", err ? "ERR" : PQgetvalue(res, row, 0));
-}
-
+/* Routing of combinable queries by route key (row_result: each answer is "value:backend pid"). */
 static const char *pid_of(const char *val)
 {
     const char *p = strchr(val, ':');
@@ -903,12 +884,12 @@ static bool two_ready(void *p)
 
 /* A combinable query of key `key`; sleep_s > 0 makes it a lone slow statement that holds its
  * connection's group commit that long. */
-static void route_q(pg_client *pg, const char *key, const char *v, double sleep_s, route_slot *s)
+static void route_q(pg_client *pg, const char *key, const char *v, double sleep_s, row_slot *s)
 {
     char item[32], own[160];
     snprintf(item, sizeof item, "{\"v\":\"%s\"}", v);
     snprintf(own, sizeof own, "SELECT '%s:' || pg_backend_pid() FROM pg_sleep(%.2f)", v, sleep_s);
-    pg_query_opts q = {.combine_sql = ROUTE_SQL, .combine_item = item, .row_cb = on_route_row,
+    pg_query_opts q = {.combine_sql = ROUTE_SQL, .combine_item = item, .row_cb = on_row,
                        .route_key = key, .sql = sleep_s > 0 ? own : NULL};
     pg_query_ex(pg, &q, NULL, s);
 }
@@ -936,10 +917,10 @@ static void test_routing_spread(void **state)
     o.backoff_min_ms = o.backoff_max_ms = 5000; /* a killed connection stays down */
     pg_client *pg = pg_new(&loop, db_url, &o);
     assert_true(run_until(three_ready, pg, 10));
-    route_rec r = {0};
-    route_slot s[16];
+    row_result r = {0};
+    row_slot s[16];
     for (int i = 0; i < 16; i++)
-        s[i] = (route_slot){&r, i};
+        s[i] = (row_slot){&r, i};
     /* Unloaded, the spread is one connection: every key's queries go to the same backend. */
     pg_stats st;
     pg_get_stats(pg, &st);
