@@ -443,9 +443,9 @@ static long proc_rss_kb(pid_t pid)
     return v;
 }
 
-/* Busy CPU seconds of the whole machine (all cores, everything but idle and iowait). */
-/* Busy time of the whole machine, steal included (time the hypervisor gave our vCPUs to
- * someone else is time we could not run); *steal gets the steal part alone. */
+/* Busy CPU seconds of the whole machine (all cores, everything but idle and iowait), steal
+ * included (time the hypervisor gave our vCPUs to someone else is time we could not run);
+ * *steal gets the steal part alone. */
 static double machine_busy_s(double *steal)
 {
     *steal = 0;

@@ -186,13 +186,13 @@ static pg_req *take_pending(pg_conn *c)
     return r;
 }
 
-/* r's results are all in and its callback runs next: for routing it is no longer in flight,
- * so its key may move before the callback has run (no later query of the key can be answered
- * before it). */
-static void route_done(pg_client *pg, pg_req *r)
+/* r no longer counts for its key's routing: it is being freed, or its results are all in and
+ * its callback runs next (its key may then move before that callback has run: no later query
+ * of the key can be answered before it). */
+static void route_done(pg_req *r)
 {
     if (r->owner) {
-        pg_routes_release(&pg->routes, r->route_hash, r->unsent);
+        pg_routes_release(&r->owner->routes, r->route_hash, r->unsent);
         r->owner = NULL;
     }
 }
@@ -217,8 +217,7 @@ static void req_free(pg_req *r)
 {
     if (!r)
         return;
-    if (r->owner)
-        pg_routes_release(&r->owner->routes, r->route_hash, r->unsent);
+    route_done(r);
     pg_req *m;
     while ((m = list_pop(&r->members)))
         req_free(m);
@@ -524,7 +523,7 @@ static void conn_finish_group(pg_conn *c)
          * on it while we answer and broadcast (otherwise the backend idles through them). */
         if (!err && c->pending.head) {
             for (pg_req *m = r->members.head; m; m = m->next)
-                route_done(pg, m);
+                route_done(m);
             conn_dispatch(c);
         }
         req_finish(pg, r, res, err);
@@ -555,7 +554,7 @@ static void conn_finish_group(pg_conn *c)
     /* A lone combinable request (see make_carrier): as for a carrier, the next combined query
      * leaves before this one's callback runs. */
     if (!failed && group.n == 1 && group.head->combine_sql && c->pending.head) {
-        route_done(pg, group.head);
+        route_done(group.head);
         conn_dispatch(c);
     }
     /* A failed group's transaction was rolled back: every member fails, with the error that
@@ -780,7 +779,7 @@ static void rehome_pending(pg_conn *c)
             to = &pg->conns[s->conn]; /* its key moved earlier in this pass */
         } else if (s && s->unsent == s->n) {
             pg_conn *home = pick_home(pg, r->route_hash);
-            if (home && home != c && home->state == CONN_READY) {
+            if (home != c && home->state == CONN_READY) {
                 s->conn = home->index;
                 to = home;
             }
@@ -1108,7 +1107,8 @@ static void move_key(pg_conn *from, pg_conn *to, uint32_t hash)
 
 /* A routed key's connection when it has nothing in flight: its home (hash modulo the current
  * spread, see pg_spread in pg_route.h) if that is up, else the next one that is up, else its
- * home anyway while that reconnects (within queue_timeout_ms), else any that is connecting. */
+ * home anyway, to wait there for the reconnect (within queue_timeout_ms). Connections are
+ * CONN_CLOSED only once pg_free has begun, and nothing is routed after that. */
 static pg_conn *pick_home(pg_client *pg, uint32_t hash)
 {
     int home = (int)(hash % (uint32_t)pg->spread.active);
@@ -1117,9 +1117,7 @@ static pg_conn *pick_home(pg_client *pg, uint32_t hash)
         if (c->state == CONN_READY)
             return c;
     }
-    if (pg->conns[home].state != CONN_CLOSED)
-        return &pg->conns[home];
-    return pick_least_loaded(pg);
+    return &pg->conns[home];
 }
 
 /* Picks the connection for a query and, for a routed one, counts it in the route table.
@@ -1140,8 +1138,7 @@ static pg_conn *pick_conn(pg_client *pg, const char *route_key, pg_req *r)
     if (cur && s->unsent < s->n) {
         c = cur;
     } else {
-        if (!(c = pick_home(pg, hash)))
-            return NULL;
+        c = pick_home(pg, hash);
         if (cur && c != cur) {
             move_key(cur, c, hash);
             s->conn = c->index;

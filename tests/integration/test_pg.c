@@ -1001,6 +1001,76 @@ static void test_routing_spread(void **state)
     free_client(pg);
 }
 
+/* Load whose appends wait: round after round, a slow lone append of one key and, queued behind
+ * it on the same connection, an append of another key that waits ~50 ms to be sent. */
+typedef struct wait_load {
+    pg_client *pg;
+    int rounds; /* left to start */
+    int outstanding, errors;
+} wait_load;
+
+static void wait_round(wait_load *w);
+
+static void on_wait_row(void *ctx, const PGresult *res, int row, const char *err)
+{
+    (void)res;
+    (void)row;
+    wait_load *w = ctx;
+    w->errors += err != NULL;
+    if (--w->outstanding == 0 && w->rounds > 0)
+        wait_round(w);
+}
+
+static void wait_round(wait_load *w)
+{
+    w->rounds--;
+    w->outstanding += 2;
+    /* a combine_sql of its own: never combined with the queued one, so always sent alone */
+    pg_query_opts slow = {.combine_sql = ROUTE_SQL " -- slow", .combine_item = "{\"v\":\"s\"}",
+                          .sql = "SELECT 's:' || pg_backend_pid() FROM pg_sleep(0.05)",
+                          .row_cb = on_wait_row, .route_key = "wait-slow"};
+    pg_query_opts queued = {.combine_sql = ROUTE_SQL, .combine_item = "{\"v\":\"q\"}",
+                            .row_cb = on_wait_row, .route_key = "wait-queued"};
+    pg_query_ex(w->pg, &slow, NULL, w);
+    pg_query_ex(w->pg, &queued, NULL, w);
+}
+
+static bool spread_is_two(void *p)
+{
+    pg_stats st;
+    pg_get_stats(p, &st);
+    return st.spread == 2;
+}
+
+static bool load_over(void *p)
+{
+    wait_load *w = p;
+    return w->rounds == 0 && w->outstanding == 0;
+}
+
+/* The spread grows from waits measured on real queries; pinned, it does not. */
+static void test_spread_grows_with_waits(void **state)
+{
+    (void)state;
+    NEED_DB();
+    pg_client *pg = new_client(2);
+    pg_set_spread(pg, 1);
+    wait_load w = {.pg = pg, .rounds = 20}; /* ~1 s of waits of ~25 ms on average */
+    wait_round(&w);
+    assert_true(run_until(load_over, &w, 10));
+    pg_stats st;
+    pg_get_stats(pg, &st);
+    assert_int_equal(st.spread, 1);
+    pg_set_spread(pg, 0); /* adapt again */
+    w.rounds = 100;
+    wait_round(&w);
+    assert_true(run_until(spread_is_two, pg, 10));
+    w.rounds = 0;
+    assert_true(run_until(load_over, &w, 10));
+    assert_int_equal(w.errors, 0);
+    free_client(pg);
+}
+
 static void test_combined_queries(void **state)
 {
     (void)state;
@@ -1295,6 +1365,7 @@ int main(void)
         cmocka_unit_test(test_query_errors_and_batch_retry),
         cmocka_unit_test(test_combined_queries),
         cmocka_unit_test(test_routing_spread),
+        cmocka_unit_test(test_spread_grows_with_waits),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_free_fails_pending),
         cmocka_unit_test(test_restart_recovers),

@@ -411,14 +411,22 @@ static void test_redis_down_and_restart(void **state)
     priv_stop();
 }
 
-static void test_command_timeout(void **state)
+/* Starts the private redis-server (or skips `what`) and a client of it with the given command
+ * timeout, connected. */
+static redis_client *priv_client(const char *what, int timeout_ms)
 {
     if (!priv_start()) {
-        printf("SKIP timeout test: cannot start redis-server\n");
+        printf("SKIP %s test: cannot start redis-server\n", what);
         skip();
     }
-    redis_client *r = make_client(priv_url, 300);
+    redis_client *r = make_client(priv_url, timeout_ms);
     assert_true(wait_ready(r, 3000));
+    return r;
+}
+
+static void test_command_timeout(void **state)
+{
+    redis_client *r = priv_client("timeout", 300);
     kill(priv_pid, SIGSTOP); /* Redis hangs: connected but silent */
     result t = {0};
     redis_cmd(r, on_reply, &t, "PING", NULL);
@@ -440,12 +448,7 @@ static void test_command_timeout(void **state)
  * it keep their order. */
 static void test_large_output_waits_for_socket(void **state)
 {
-    if (!priv_start()) {
-        printf("SKIP large output test: cannot start redis-server\n");
-        skip();
-    }
-    redis_client *r = make_client(priv_url, 10000);
-    assert_true(wait_ready(r, 3000));
+    redis_client *r = priv_client("large output", 10000);
     size_t n = 64u << 20; /* more than loopback buffers hold: tcp_rmem max 32 MB + tcp_wmem 4 MB */
     char *big = malloc(n);
     assert_non_null(big);
