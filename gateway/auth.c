@@ -183,13 +183,16 @@ static const char *claim_str(const cJSON *claims, const char *name)
     return cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : NULL;
 }
 
-/* Numeric date claim: 1 present (value in *out), 0 absent, -1 present but not a number. */
+/* Numeric date claim: 1 present (value in *out), 0 absent, -1 present but not a number or
+ * beyond +-2^53 s. A signed token can carry any number, and converting a double that no int64_t
+ * holds is undefined (x86 gave INT64_MIN: an `exp` of 1e300 answered "expired"); the bound also
+ * keeps `exp + leeway` from overflowing. */
 static int claim_time(const cJSON *claims, const char *name, int64_t *out)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(claims, name);
     if (!v)
         return 0;
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+    if (!cJSON_IsNumber(v) || !(fabs(v->valuedouble) <= 9007199254740992.0)) /* NaN fails too */
         return -1;
     *out = (int64_t)floor(v->valuedouble);
     return 1;

@@ -603,8 +603,8 @@ static void on_session_chats(void *ctx, const PGresult *res, const char *err)
     /* what the client has, per chat: its context.lastSeq or the recovered
      * state first, then (for other chats) the seq it is told now */
     for (const cJSON *e = cJSON_IsObject(op->json) ? op->json->child : NULL; e; e = e->next)
-        if (e->string && cJSON_IsNumber(e) && e->valuedouble >= 0)
-            csr_log_seed(&cs->csr, e->string, (int64_t)e->valuedouble);
+        if (e->string && cJSON_IsNumber(e) && e->valuedouble >= 0 && e->valuedouble <= 9e15)
+            csr_log_seed(&cs->csr, e->string, (int64_t)floor(e->valuedouble)); /* as start_catchup */
     buf_t b;
     buf_init(&b);
     buf_puts(&b, "[\"session\",{\"role\":\"");

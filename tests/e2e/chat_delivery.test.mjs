@@ -347,6 +347,28 @@ for (const where of ["same node", "other node"]) {
   });
 }
 
+test("context.lastSeq entries that are not seqs (huge, negative, fractional, strings, nested) are ignored; a valid one beside them catches up", { skip: SKIP_REASON, timeout: 60000 }, async () => {
+  const org = newOrg();
+  const cust = person(org, "customer");
+  const writer = await chat(A.url, { token: cust.token });
+  const chatId = (await writer.sendOk(null, "m1", uid())).chatId;
+  const other = (await (await chat(A.url, { token: person(org, "customer").token })).sendOk(null, "x", uid())).chatId;
+  await writer.sendOk(chatId, "m2", uid());
+  await writer.sendOk(chatId, "m3", uid());
+  // chatd runs under ASan+UBSan (with float-cast-overflow) in the test suite: 1e300 must never
+  // be converted to an integer
+  const junk = { "junk-a": 1e300, "junk-b": -5, "junk-c": "3", "junk-d": 1.5e16, "junk-e": { n: 1 }, "junk-f": null, [other]: 1e300 };
+  const reader = await chat(B.url, { token: cust.token, context: { lastSeq: { ...junk, [chatId]: 1 } } });
+  const huge = await chat(A.url, { token: cust.token, context: { lastSeq: { [chatId]: 1e300 } } });
+  const marker = await writer.sendOk(chatId, "marker", uid());
+  await reader.waitMessage(chatId, marker.seq);
+  await huge.waitMessage(chatId, marker.seq);
+  assert.deepEqual(seqs(reader.messages(chatId)), [2, 3, 4], "caught up from 1, then live");
+  assert.deepEqual(seqs(huge.messages(chatId)), [4], "an unusable lastSeq asks for no catch-up");
+  assert.deepEqual(reader.session.chats.map((c) => c.id), [chatId], "only the customer's own chat");
+  assert.deepEqual(reader.messages(other), []);
+});
+
 test("catch-up under live traffic (writers on node A): 16 reconnects alternating nodes, each resuming from the last seq seen, never miss or repeat a message", { skip: SKIP_REASON, timeout: 90000 }, async () => {
   const org = newOrg();
   const cust = person(org, "customer");

@@ -133,6 +133,13 @@ static const struct vec vectors[] = {
     {"expired wins over org", 0, "{" CUST ",\"exp\":1600000000}", 0, "other", AUTH_TOKEN_EXPIRED},
     {"no exp", 0, "{" CUST "}", 0, NULL, AUTH_TOKEN_INVALID},
     {"exp not a number", 0, "{" CUST ",\"exp\":\"soon\"}", 0, NULL, AUTH_TOKEN_INVALID},
+    /* dates no int64_t holds (a signed token can say anything): refused, never converted */
+    {"exp 1e300", 0, "{" CUST ",\"exp\":1e300}", 0, NULL, AUTH_TOKEN_INVALID},
+    {"exp -1e300", 0, "{" CUST ",\"exp\":-1e300}", 0, NULL, AUTH_TOKEN_INVALID},
+    {"exp 9.3e18 (past INT64_MAX)", 0, "{" CUST ",\"exp\":9.3e18}", 0, NULL, AUTH_TOKEN_INVALID},
+    {"exp 2^53 + 2", 0, "{" CUST ",\"exp\":9007199254740994.0}", 0, NULL, AUTH_TOKEN_INVALID},
+    {"nbf 1e300", 0, "{" CUST "," EXP_OK ",\"nbf\":1e300}", 0, NULL, AUTH_TOKEN_INVALID},
+    {"nbf -1e300", 0, "{" CUST "," EXP_OK ",\"nbf\":-1e300}", 0, NULL, AUTH_TOKEN_INVALID},
     {"nbf future", 0, "{" CUST "," EXP_OK ",\"nbf\":1700000100}", 0, NULL, AUTH_TOKEN_INVALID},
     {"nbf past", 0, "{" CUST "," EXP_OK ",\"nbf\":1690000000}", 0, NULL, AUTH_OK},
     {"typ admin", 0, "{\"sub\":\"u1\",\"org\":\"acme\",\"typ\":\"admin\"," EXP_OK "}", 0, NULL,
