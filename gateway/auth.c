@@ -183,6 +183,18 @@ static const char *claim_str(const cJSON *claims, const char *name)
     return cJSON_IsString(v) && v->valuestring[0] ? v->valuestring : NULL;
 }
 
+/* Identity claims: at most max bytes, no control characters (U+0000-U+001F, U+007F). */
+#define AUTH_MAX_ORG 128
+#define AUTH_MAX_ID 256
+static bool id_claim_ok(const char *s, size_t max)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if ((unsigned char)s[n] < 0x20 || s[n] == 0x7f || n >= max)
+            return false;
+    return true;
+}
+
 /* Numeric date claim: 1 present (value in *out), 0 absent, -1 present but not a number or
  * beyond +-2^53 s. A signed token can carry any number, and converting a double that no int64_t
  * holds is undefined (x86 gave INT64_MIN: an `exp` of 1e300 answered "expired"); the bound also
@@ -226,6 +238,13 @@ static auth_err parse_claims(const auth_keys *keys, const cJSON *c, const char *
     const char *sub = claim_str(c, "sub"), *org = claim_str(c, "org"), *typ = claim_str(c, "typ");
     if (!sub || !org || !typ)
         return AUTH_TOKEN_INVALID;
+    /* org, sub and email name rooms, Redis keys and the fields of cross-node messages (which
+     * are split on '\n'): bounded, so a room name is never cut short (two orgs sharing a
+     * 292-character prefix shared their agents' room), and without control characters. */
+    const char *email = claim_str(c, "email");
+    if (!id_claim_ok(org, AUTH_MAX_ORG) || !id_claim_ok(sub, AUTH_MAX_ID) ||
+        (email && !id_claim_ok(email, AUTH_MAX_ID)))
+        return AUTH_TOKEN_INVALID;
     auth_role role;
     if (strcmp(typ, "customer") == 0)
         role = AUTH_ROLE_CUSTOMER;
@@ -247,6 +266,9 @@ static auth_err parse_claims(const auth_keys *keys, const cJSON *c, const char *
     const cJSON *skills = cJSON_GetObjectItemCaseSensitive(c, "skills");
     if (skills && !cJSON_IsArray(skills) && !cJSON_IsNull(skills))
         return AUTH_TOKEN_INVALID;
+    for (const cJSON *sk = cJSON_IsArray(skills) ? skills->child : NULL; sk; sk = sk->next)
+        if (cJSON_IsString(sk) && sk->valuestring[0] && !id_claim_ok(sk->valuestring, AUTH_MAX_ORG))
+            return AUTH_TOKEN_INVALID;
     const cJSON *maxc = cJSON_GetObjectItemCaseSensitive(c, "max_chats");
     int max_chats = 3;
     if (maxc && !cJSON_IsNull(maxc)) {
@@ -266,7 +288,7 @@ static auth_err parse_claims(const auth_keys *keys, const cJSON *c, const char *
     p->sub = xstrdup(sub);
     p->org = xstrdup(org);
     p->name = dup_or_null(claim_str(c, "name"));
-    p->email = dup_or_null(claim_str(c, "email"));
+    p->email = dup_or_null(email);
     p->key = xstrdup(role == AUTH_ROLE_CUSTOMER && p->email ? p->email : sub);
     p->max_chats = max_chats;
     p->admin = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "admin"));

@@ -184,6 +184,11 @@ enum chat_access { CHAT_ACCESS_OK, CHAT_ACCESS_NOT_FOUND, CHAT_ACCESS_FORBIDDEN,
 extern const char CHAT_OWNER_SQL[];
 enum chat_access chat_write_access(const PGresult *res, const auth_principal *p);
 
+/* Why the body of a chat-message (the socket event's payload or a REST POST, `raw` its JSON
+ * text) is refused as bad_request, or NULL: clientId, text, attachments and NUL characters.
+ * chatId is the caller's business. Shared so that both ways in take the same messages. */
+const char *chat_message_invalid(const cJSON *pl, const char *raw, size_t rawlen);
+
 /* Payload helpers: a string member (NULL when absent or not a string). */
 const char *chat_json_str(const cJSON *obj, const char *name);
 /* An integer member >= 0 into *out; returns 0, 1 when absent, -1 when not a non-negative integer. */

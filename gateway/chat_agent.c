@@ -39,7 +39,7 @@ static agent_op *agent_op_new(chat_sock *cs, const sio_event *ev, const char *ch
     a->org = xstrdup(cs->p.org);
     a->agent = xstrdup(cs->p.role == AUTH_ROLE_AGENT ? cs->p.sub : cs->p.key);
     a->name = cs->p.name ? xstrdup(cs->p.name) : NULL;
-    a->max_chats = cs->p.max_chats > 0 ? cs->p.max_chats : 3;
+    a->max_chats = cs->p.max_chats; /* auth: the claim (0 = takes no chats), else 3 */
     return a;
 }
 
@@ -582,8 +582,15 @@ void chat_on_transfer(chat_sock *cs, const sio_event *ev)
         return;
     }
     agent_op *a = agent_op_new(cs, ev, chat_id);
-    a->note =
-        cJSON_IsString(note) ? xstrndup(note->valuestring, strnlen(note->valuestring, 1000)) : NULL;
+    if (cJSON_IsString(note)) {
+        /* at most 1,000 bytes, cut between characters: half a character is not text to
+         * PostgreSQL (the transfer answered `internal`) */
+        const char *v = note->valuestring;
+        size_t n = strnlen(v, 1000);
+        while (n > 0 && ((unsigned char)v[n] & 0xC0) == 0x80)
+            n--;
+        a->note = xstrndup(v, n);
+    }
     if (has_skills) {
         a->skills = xstrdup(sk.data ? sk.data : "");
         buf_free(&sk);

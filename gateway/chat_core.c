@@ -533,6 +533,28 @@ static void catchup_add(chat_sock *cs, const char *chat_id, int64_t have)
         catchup_run(cs);
 }
 
+/* The usable part of the client's context.lastSeq: at most CHAT_MAX_LAST_SEQ entries whose key
+ * could be a chat id and whose value is a seq (0..9e15, floored), the first of a repeated key.
+ * Everything else is ignored. The cap matters: every entry costs a linear search of the
+ * socket's delivery log, and 80,000 entries in one CONNECT held the loop for 24 s. */
+#define CHAT_MAX_LAST_SEQ 100
+static cJSON *client_last_seq(const cJSON *ls)
+{
+    if (!cJSON_IsObject(ls))
+        return NULL;
+    cJSON *out = cJSON_CreateObject();
+    int n = 0;
+    for (const cJSON *e = ls->child; e && n < CHAT_MAX_LAST_SEQ; e = e->next) {
+        if (!e->string || !e->string[0] || strlen(e->string) > 128 || !cJSON_IsNumber(e) ||
+            !(e->valuedouble >= 0 && e->valuedouble <= 9e15) ||
+            cJSON_GetObjectItemCaseSensitive(out, e->string))
+            continue;
+        cJSON_AddNumberToObject(out, e->string, floor(e->valuedouble));
+        n++;
+    }
+    return out;
+}
+
 /* Starts catch-up for context.lastSeq (a map chatId -> seq); entries that are
  * not numbers are ignored, 100 chats at most. */
 static void start_catchup(chat_sock *cs, const cJSON *last_seq)
@@ -795,8 +817,7 @@ static void chat_connect(void *ctx, sio_socket *s, const cJSON *auth, const char
     sio_set_user(s, cs);
 
     chat_op *op = chat_op_new(s, -1, NULL);
-    const cJSON *ls = cJSON_GetObjectItemCaseSensitive(context, "lastSeq");
-    op->json = ls ? cJSON_Duplicate(ls, 1) : NULL;
+    op->json = client_last_seq(cJSON_GetObjectItemCaseSensitive(context, "lastSeq"));
     /* socket.io-client sends back the pid of its last session and the last
      * offset it saw (csr.h) */
     const char *pid = chat_json_str(auth, "pid");

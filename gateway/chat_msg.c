@@ -9,6 +9,7 @@
 #include "common/xalloc.h"
 #include "gateway/chat.h"
 #include "gateway/chat_hooks.h"
+#include "gateway/sio_packet.h"
 #include "store/history.h"
 #include "store/messages.h"
 
@@ -184,6 +185,31 @@ static void with_write_access(chat_sock *cs, chat_op *op, void (*next)(chat_sock
     pg_query(cs->app->pg, CHAT_OWNER_SQL, 2, params, on_owner_check, op);
 }
 
+const char *chat_message_invalid(const cJSON *pl, const char *raw, size_t rawlen)
+{
+    const char *client_id = chat_json_str(pl, "clientId");
+    const char *text = chat_json_str(pl, "text");
+    const cJSON *att = cJSON_GetObjectItemCaseSensitive(pl, "attachments");
+    if (!cJSON_IsObject(pl))
+        return "the payload must be an object {chatId?, clientId, text, attachments?}";
+    if (!client_id || !*client_id || strlen(client_id) > MAX_CLIENT_ID)
+        return "clientId must be a non-empty string of at most 200 bytes";
+    if (!text || strlen(text) > MAX_TEXT_BYTES)
+        return "text must be a string of at most 65536 bytes";
+    /* a NUL cannot be stored in PostgreSQL text (and would be cut by the parser) */
+    if (sio_json_has_nul(raw, rawlen))
+        return "text may not contain NUL characters";
+    if (att && !cJSON_IsNull(att)) {
+        int n = 0;
+        bool ok = cJSON_IsArray(att);
+        for (const cJSON *a = ok ? att->child : NULL; a; a = a->next, n++)
+            ok = ok && cJSON_IsString(a) && n < MAX_ATTACHMENTS;
+        if (!ok)
+            return "attachments must be at most 10 upload ids";
+    }
+    return NULL;
+}
+
 static void append_next(chat_sock *cs, chat_op *op)
 {
     append(cs, op, op->chat_id);
@@ -192,32 +218,11 @@ static void append_next(chat_sock *cs, chat_op *op)
 void chat_on_message(chat_sock *cs, const sio_event *ev)
 {
     const cJSON *pl = ev->args;
-    const char *client_id = chat_json_str(pl, "clientId");
-    const char *text = chat_json_str(pl, "text");
     const cJSON *chat_id_j = cJSON_GetObjectItemCaseSensitive(pl, "chatId");
-    const cJSON *att = cJSON_GetObjectItemCaseSensitive(pl, "attachments");
-    if (!client_id || !*client_id || strlen(client_id) > MAX_CLIENT_ID) {
-        chat_ack_err(cs->s, ev->ack_id, "bad_request", "clientId must be a non-empty string");
+    const char *why = chat_message_invalid(pl, ev->data, ev->len);
+    if (why) {
+        chat_ack_err(cs->s, ev->ack_id, "bad_request", why);
         return;
-    }
-    if (!text || strlen(text) > MAX_TEXT_BYTES) {
-        chat_ack_err(cs->s, ev->ack_id, "bad_request", "text must be a string");
-        return;
-    }
-    /* a NUL cannot be stored in PostgreSQL text (and would be cut by the parser) */
-    if (memmem(ev->data, ev->len, "\\u0000", 6)) {
-        chat_ack_err(cs->s, ev->ack_id, "bad_request", "text may not contain NUL characters");
-        return;
-    }
-    if (att && !cJSON_IsNull(att)) {
-        int n = 0;
-        bool ok = cJSON_IsArray(att);
-        for (const cJSON *a = ok ? att->child : NULL; a; a = a->next, n++)
-            ok = ok && cJSON_IsString(a) && n < MAX_ATTACHMENTS;
-        if (!ok) {
-            chat_ack_err(cs->s, ev->ack_id, "bad_request", "attachments must be upload ids");
-            return;
-        }
     }
     if (chat_id_j && !cJSON_IsNull(chat_id_j) && !cJSON_IsString(chat_id_j)) {
         chat_ack_err(cs->s, ev->ack_id, "bad_request", "chatId must be a string");

@@ -271,6 +271,41 @@ static bool payload_valid(enum sio_type type, const cJSON *j)
     return false;
 }
 
+bool sio_json_valid(const char *s, size_t len)
+{
+    return json_strict(s, len) == 0;
+}
+
+bool sio_text_valid(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len;) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f)
+            return false;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n = utf8_seq((const unsigned char *)s, len, i);
+        if (!n)
+            return false;
+        i += n;
+    }
+    return true;
+}
+
+bool sio_json_has_nul(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] != '\\')
+            continue;
+        if (i + 5 < len && s[i + 1] == 'u' && !memcmp(s + i + 2, "0000", 4))
+            return true;
+        i++; /* the escaped character, a backslash included */
+    }
+    return false;
+}
+
 int sio_decode(const char *buf, size_t len, sio_packet *out)
 {
     size_t i = 0;

@@ -71,6 +71,19 @@ bool sio_reserved_event(const char *name);
  * is malformed or its num is out of [0, attachments). */
 int sio_count_placeholders(const cJSON *json, int attachments);
 
+/* True when [s, s+len) is one JSON value as JSON.parse takes it and a WebSocket text frame may
+ * carry it: no raw control characters in strings, valid UTF-8 (the rule every socket payload
+ * passes, for JSON that arrives another way, e.g. a REST body). */
+bool sio_json_valid(const char *s, size_t len);
+
+/* True when [s, s+len) is valid UTF-8 without control characters (U+0000-U+001F, U+007F):
+ * text that PostgreSQL stores and a client can display, e.g. an id taken from a URL. */
+bool sio_text_valid(const char *s, size_t len);
+
+/* True when the JSON text [s, s+len) (valid per sio_json_valid) has a string holding U+0000,
+ * i.e. an escape \u0000. An escaped backslash followed by "u0000" is text, not a NUL. */
+bool sio_json_has_nul(const char *s, size_t len);
+
 const char *sio_strerror(int status);
 
 #endif

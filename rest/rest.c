@@ -10,6 +10,7 @@
 #include "common/xalloc.h"
 #include "gateway/http.h"
 #include "gateway/chat_hooks.h"
+#include "gateway/sio_packet.h"
 #include "rest/rest.h"
 #include "store/history.h"
 #include "store/messages.h"
@@ -106,15 +107,29 @@ static void on_list(void *ctx, const PGresult *res, const char *err)
     call_free(c);
 }
 
-/* A cursor is "<ISO-8601 ms UTC>~<chat id>" as written by on_list. */
+/* A cursor is "<ISO-8601 ms UTC>~<chat id>" as written by on_list. Anything else is refused
+ * here (400), not by PostgreSQL (a 500): a date that does not exist (month 13, 31 February),
+ * an id that is not text. */
 static bool cursor_split(char *cur, char **ts, char **id)
 {
     char *t = strchr(cur, '~');
-    if (!t || t - cur != 24 || cur[4] != '-' || cur[10] != 'T' || cur[23] != 'Z')
+    if (!t || t - cur != 24 || !sio_text_valid(t + 1, strlen(t + 1)))
         return false;
-    for (int i = 0; i < 23; i++)
+    int y, mo, d, h, mi, sec, ms, used = 0;
+    if (sscanf(cur, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ%n", &y, &mo, &d, &h, &mi, &sec, &ms, &used) != 7 ||
+        used != 24)
+        return false;
+    for (int i = 0; i < 23; i++) /* sscanf also takes signs and spaces */
         if (!strchr("0123456789-T:.", cur[i]))
             return false;
+    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
+                    .tm_hour = h, .tm_min = mi, .tm_sec = sec};
+    time_t when = timegm(&tm); /* normalises: 31 February comes back as 3 March */
+    struct tm back;
+    if (y < 1970 || y > 9999 || when == (time_t)-1 || !gmtime_r(&when, &back) ||
+        back.tm_year != y - 1900 || back.tm_mon != mo - 1 || back.tm_mday != d ||
+        back.tm_hour != h || back.tm_min != mi || back.tm_sec != sec)
+        return false;
     *t = '\0';
     *ts = cur;
     *id = t + 1;
@@ -279,7 +294,7 @@ static void on_post_append(void *ctx, pg_append_status st, const pg_message *msg
 
 static void do_append(rest_call *c)
 {
-    const char *ids[10];
+    const char *ids[10]; /* chat_message_invalid allowed at most 10 */
     size_t n = 0;
     const cJSON *att = cJSON_GetObjectItemCaseSensitive(c->body, "attachments");
     for (const cJSON *a = cJSON_IsArray(att) ? att->child : NULL; a && n < 10; a = a->next)
@@ -332,17 +347,16 @@ static void on_post_body(http_req *req)
         call_free(c);
         return;
     }
-    c->body = cJSON_ParseWithLength(req->body.data ? req->body.data : "", req->body.len);
-    const char *client_id = chat_json_str(c->body, "clientId");
-    const char *text = chat_json_str(c->body, "text");
-    const cJSON *att = cJSON_GetObjectItemCaseSensitive(c->body, "attachments");
-    bool att_ok = !att || cJSON_IsNull(att) || cJSON_IsArray(att);
-    for (const cJSON *a = cJSON_IsArray(att) ? att->child : NULL; a; a = a->next)
-        att_ok = att_ok && cJSON_IsString(a);
-    bool has_nul = req->body.data && memmem(req->body.data, req->body.len, "\\u0000", 6);
-    if (!cJSON_IsObject(c->body) || !client_id || !*client_id || strlen(client_id) > 200 ||
-        !text || !att_ok || has_nul) {
-        http_respond_error(req, 400, "bad_request", "need {clientId, text, attachments?}");
+    /* the socket's rules: strict JSON (no raw control characters, valid UTF-8), then the same
+     * checks as the chat-message event */
+    const char *raw = req->body.data ? req->body.data : "";
+    const char *why = "the body must be JSON {clientId, text, attachments?}";
+    if (sio_json_valid(raw, req->body.len)) {
+        c->body = cJSON_ParseWithLength(raw, req->body.len);
+        why = chat_message_invalid(c->body, raw, req->body.len);
+    }
+    if (why) {
+        http_respond_error(req, 400, "bad_request", why);
         call_free(c);
         return;
     }
@@ -406,6 +420,12 @@ static void on_request(void *ctx, http_req *req)
     c->app = app;
     c->req = req;
     http_req_ref(req);
+    if (n >= 2 && !sio_text_valid(seg[1], strlen(seg[1]))) {
+        /* not an id any chat can have (bytes that are not text): like an unknown chat */
+        http_respond_error(req, 404, "not_found", "no such chat");
+        call_free(c);
+        return;
+    }
     if (n >= 2)
         c->chat_id = xstrdup(seg[1]);
     if (n == 1 && req->method == HTTP_GET)

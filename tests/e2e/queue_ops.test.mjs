@@ -209,6 +209,24 @@ test("transfer to a skill nobody online has: the chat waits, priority +1, enqueu
   assert.deepEqual(ev, ["opened", "assigned", "transferred", "assigned"]);
 });
 
+test("a note of more than 1,000 bytes is cut between characters, never inside one; an agent whose token says max_chats 0 takes no chat", opts, async () => {
+  const org = newOrg();
+  const cfg = await config(org);
+  const zero = await chat(B.url, { token: agent(org, { max: 0 }).token });
+  const bob = await chat(A.url, { token: agent(org).token });
+  const { s, chatId } = await openChat(B.url, org, cfg);
+  assert.deepEqual(await zero.ack("pick-next", {}), { ok: true, chat: null }, "capacity 0 is not 3");
+  assert.equal((await bob.ack("pick-next", {})).chat.id, chatId);
+  // 999 ASCII bytes, then a 2-byte character across the 1,000-byte cut
+  const note = "a".repeat(999) + "é" + "tail";
+  const r = await bob.ack("transfer-chat", { chatId, toSkills: [], note });
+  assert.equal(r.ok, true, JSON.stringify(r).slice(0, 200));
+  const sys = await s.waitFor((e) => e.event === "chat-message" && /transferred the chat to the queue/.test(e.data.text));
+  assert.ok(sys.data.text.includes("a".repeat(999)), "the note up to the cut");
+  assert.ok(!sys.data.text.includes("é") && !sys.data.text.includes("tail"), "nothing from the cut on");
+  assert.ok(!sys.data.text.includes("\ufffd"));
+});
+
 test("transfer to an agent: online, not away, below capacity; else conflict", opts, async () => {
   const org = newOrg();
   const cfg = await config(org);

@@ -133,6 +133,15 @@ static const struct vec vectors[] = {
     {"expired wins over org", 0, "{" CUST ",\"exp\":1600000000}", 0, "other", AUTH_TOKEN_EXPIRED},
     {"no exp", 0, "{" CUST "}", 0, NULL, AUTH_TOKEN_INVALID},
     {"exp not a number", 0, "{" CUST ",\"exp\":\"soon\"}", 0, NULL, AUTH_TOKEN_INVALID},
+    /* identity claims name rooms and keys: bounded (org 128 bytes, sub/email 256), no control
+     * characters (a '\n' would split a cross-node message) */
+    {"org of 129 bytes", 0, "{\"sub\":\"u1\",\"org\":\"ooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooo\",\"typ\":\"agent\"," EXP_OK "}", 0, NULL, AUTH_TOKEN_INVALID},
+    {"sub of 257 bytes", 0, "{\"sub\":\"sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss\",\"org\":\"acme\",\"typ\":\"agent\"," EXP_OK "}", 0, NULL, AUTH_TOKEN_INVALID},
+    {"sub with a newline", 0, "{\"sub\":\"u1\\nchat:acme:x\",\"org\":\"acme\",\"typ\":\"agent\"," EXP_OK "}", 0, NULL, AUTH_TOKEN_INVALID},
+    {"org with DEL", 0, "{\"sub\":\"u1\",\"org\":\"ac\\u007fme\",\"typ\":\"agent\"," EXP_OK "}", 0, NULL, AUTH_TOKEN_INVALID},
+    {"email with a tab", 0, "{" CUST ",\"email\":\"a\\tb@c\"," EXP_OK "}", 0, NULL, AUTH_TOKEN_INVALID},
+    {"skill with a newline", 0, "{\"sub\":\"u1\",\"org\":\"acme\",\"typ\":\"agent\",\"skills\":[\"a\\nb\"]," EXP_OK "}", 0, NULL, AUTH_TOKEN_INVALID},
+    {"name may hold a newline (display only)", 0, "{" CUST ",\"name\":\"A\\nB\"," EXP_OK "}", 0, NULL, AUTH_OK},
     /* dates no int64_t holds (a signed token can say anything): refused, never converted */
     {"exp 1e300", 0, "{" CUST ",\"exp\":1e300}", 0, NULL, AUTH_TOKEN_INVALID},
     {"exp -1e300", 0, "{" CUST ",\"exp\":-1e300}", 0, NULL, AUTH_TOKEN_INVALID},
@@ -186,6 +195,29 @@ static void keyset(auth_keys *k, int which)
         k->issuer = strdup("me");
         k->audience = strdup("chatd");
     }
+}
+
+/* The longest identity claims still pass, whole: org 128 bytes, sub 256 bytes. */
+static void test_identity_bounds(void **state)
+{
+    (void)state;
+    char org[129], sub[257], claims[600];
+    memset(org, 'o', 128);
+    org[128] = '\0';
+    memset(sub, 's', 256);
+    sub[256] = '\0';
+    snprintf(claims, sizeof claims, "{\"sub\":\"%s\",\"org\":\"%s\",\"typ\":\"agent\"," EXP_OK "}",
+             sub, org);
+    char *tok = sign(JWT_ALG_HS256, SECRET, claims);
+    auth_keys k;
+    keyset(&k, 0);
+    auth_principal p;
+    assert_int_equal(auth_verify(&k, tok, NULL, NOW, &p), AUTH_OK);
+    assert_string_equal(p.org, org);
+    assert_string_equal(p.sub, sub);
+    auth_principal_free(&p);
+    auth_keys_free(&k);
+    free(tok);
 }
 
 static void test_vectors(void **state)
@@ -383,6 +415,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vectors),
+        cmocka_unit_test(test_identity_bounds),
         cmocka_unit_test(test_null_token),
         cmocka_unit_test(test_tampered_payload),
         cmocka_unit_test(test_claims),

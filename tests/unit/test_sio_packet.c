@@ -635,6 +635,39 @@ static void test_count_placeholders(void **state)
     buf_free(&b);
 }
 
+/* Text checks for JSON and ids that do not come through a socket (REST bodies and paths). */
+static void test_text_checks(void **state)
+{
+    (void)state;
+#define V(lit) sio_json_valid(lit, sizeof(lit) - 1)
+    assert_true(V("{\"a\":\"x\"}"));
+    assert_true(V("{\"a\":\"\xc3\xa9\"}"));
+    assert_false(V("{\"a\":\"\xff\"}"));            /* not UTF-8 */
+    assert_false(V("{\"a\":\"\x01\"}"));            /* a raw control character */
+    assert_false(V("{\"a\":\"x\0y\"}"));            /* a raw NUL */
+    assert_false(V("{\"a\":01}"));
+    assert_false(V("{\"a\":1} x"));
+#undef V
+#define N(lit) sio_json_has_nul(lit, sizeof(lit) - 1)
+    assert_true(N("[\"a\\u0000b\"]"));
+    assert_true(N("[\"\\\\\\u0000\"]"));          /* an escaped backslash, then a NUL */
+    assert_false(N("[\"C escape: \\\\u0000\"]"));  /* an escaped backslash, then text */
+    assert_false(N("[\"u0000\"]"));
+    assert_false(N("[\"\\u0001\"]"));
+#undef N
+#define T(lit) sio_text_valid(lit, sizeof(lit) - 1)
+    assert_true(T(""));
+    assert_true(T("chat-1"));
+    assert_true(T("\xc3\xa9t\xc3\xa9"));
+    assert_false(T("\xff"));
+    assert_false(T("\xc3\x28"));
+    assert_false(T("\xed\xa0\x80")); /* a UTF-16 surrogate */
+    assert_false(T("a\nb"));
+    assert_false(T("a\x7f"));
+    assert_false(T("a\0b"));
+#undef T
+}
+
 static void test_strerror(void **state)
 {
     (void)state;
@@ -659,6 +692,7 @@ int main(void)
         cmocka_unit_test(test_skip_first_element_rewrite),
         cmocka_unit_test(test_reserved_event),
         cmocka_unit_test(test_count_placeholders),
+        cmocka_unit_test(test_text_checks),
         cmocka_unit_test(test_strerror),
     };
     return cmocka_run_group_tests_name("sio_packet", tests, NULL, NULL);
