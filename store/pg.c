@@ -894,16 +894,25 @@ static void conn_dispatch(pg_conn *c)
     }
 }
 
+/* A pass can ask for another: rehome_pending moves waiting requests to a connection the pass
+ * has already visited. A prepare handle restarted from its own callback would only run after
+ * the loop has blocked in poll, up to the next I/O or the 100 ms tick (measured: a moved append
+ * answered after 70-82 ms instead of 1-4). So passes repeat here while one is asked for; moves
+ * go to a chat's home and homes do not change within a pass, so the second pass is the last in
+ * practice (the bound is a guard). */
 static void on_prepare(uv_prepare_t *h)
 {
     pg_client *pg = h->data;
-    uv_prepare_stop(&pg->prepare);
-    pg->prepare_active = false;
-    if (pg->failed.head)
-        fail_list(pg, &pg->failed, "unavailable: no database connection");
-    for (int i = 0; i < pg->nconns; i++)
-        if (pg->conns[i].pending.head)
-            conn_dispatch(&pg->conns[i]);
+    for (int pass = 0; pass < 4 && pg->prepare_active; pass++) {
+        pg->prepare_active = false;
+        if (pg->failed.head)
+            fail_list(pg, &pg->failed, "unavailable: no database connection");
+        for (int i = 0; i < pg->nconns; i++)
+            if (pg->conns[i].pending.head)
+                conn_dispatch(&pg->conns[i]);
+    }
+    if (!pg->prepare_active)
+        uv_prepare_stop(&pg->prepare);
 }
 
 /* Arranges for on_prepare to run before the loop next blocks. */

@@ -907,6 +907,34 @@ static void key_for(char *out, size_t n, const char *prefix, int conn, int sprea
     }
 }
 
+/* A request moved to a connection that the dispatch pass had already visited (its chat's home
+ * changed while it waited) leaves in the same loop iteration, not after the loop has blocked
+ * (up to the 100 ms tick). One non-blocking iteration must send it. */
+static void test_rehome_sends_at_once(void **state)
+{
+    (void)state;
+    NEED_DB();
+    pg_client *pg = new_client(2);
+    assert_true(run_until(two_ready, pg, 10));
+    char k[16];
+    key_for(k, sizeof k, "h", 1, 2);
+    row_result r = {.want = 1};
+    row_slot s = {&r, 0};
+    pg_set_spread(pg, 2);
+    route_q(pg, k, "moved", 0, &s); /* waits on its home, the second connection */
+    pg_set_spread(pg, 1);             /* its home is the first now: moved when dispatched */
+    uv_run(&loop, UV_RUN_NOWAIT);
+    pg_stats st;
+    pg_get_stats(pg, &st);
+    assert_int_equal(st.pending, 0);
+    assert_int_equal(st.inflight, 1);
+    assert_true(run_until(int_reaches, &r.done, 10));
+    assert_int_equal(r.calls[0], 1);
+    assert_int_equal(strncmp(r.val[0], "moved:", 6), 0);
+    pg_set_spread(pg, 0);
+    free_client(pg);
+}
+
 static void test_routing_spread(void **state)
 {
     (void)state;
@@ -1365,6 +1393,7 @@ int main(void)
         cmocka_unit_test(test_query_errors_and_batch_retry),
         cmocka_unit_test(test_combined_queries),
         cmocka_unit_test(test_routing_spread),
+        cmocka_unit_test(test_rehome_sends_at_once),
         cmocka_unit_test(test_spread_grows_with_waits),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_free_fails_pending),
