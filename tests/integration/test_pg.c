@@ -907,6 +907,36 @@ static void key_for(char *out, size_t n, const char *prefix, int conn, int sprea
     }
 }
 
+/* A connection whose pipeline keeps answering is not stuck, however long the pipeline takes:
+ * 45 statements of 120 ms each (under the 200 ms statement timeout), sent at once, take 5.4 s,
+ * past the 5.2 s stuck limit counted from the first one's send. Every one must succeed, on the
+ * same connection. */
+static void test_long_pipeline_not_stuck(void **state)
+{
+    (void)state;
+    NEED_DB();
+    pg_options o;
+    pg_options_default(&o);
+    o.pool_size = 1;
+    o.statement_timeout_ms = 200; /* stuck after 200 ms + 5 s without an answer */
+    pg_client *pg = pg_new(&loop, db_url, &o);
+    assert_true(run_until(is_ready, pg, 10));
+    enum { N = 45 };
+    q_result q = {.want = N};
+    q_slot s[N];
+    for (int i = 0; i < N; i++)
+        s[i] = (q_slot){&q, i < 16 ? i : 15};
+    for (int i = 0; i < N; i++)
+        pg_query(pg, "SELECT pg_sleep(0.12)", 0, NULL, on_query, &s[i]);
+    assert_true(run_until(int_reaches, &q.done, 20));
+    assert_int_equal(q.ok, N);
+    assert_int_equal(q.failed, 0);
+    pg_stats st;
+    pg_get_stats(pg, &st);
+    assert_int_equal(st.reconnects, 0);
+    free_client(pg);
+}
+
 /* A request moved to a connection that the dispatch pass had already visited (its chat's home
  * changed while it waited) leaves in the same loop iteration, not after the loop has blocked
  * (up to the 100 ms tick). One non-blocking iteration must send it. */
@@ -1394,6 +1424,7 @@ int main(void)
         cmocka_unit_test(test_combined_queries),
         cmocka_unit_test(test_routing_spread),
         cmocka_unit_test(test_rehome_sends_at_once),
+        cmocka_unit_test(test_long_pipeline_not_stuck),
         cmocka_unit_test(test_spread_grows_with_waits),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_free_fails_pending),
