@@ -893,19 +893,7 @@ int eio_ws_filter(eio_server *srv, eio_ws *c, struct lws *wsi)
     struct endpoint *ep = endpoint_for(srv, path);
     if (!ep)
         return 1;
-    char *q = NULL;
-    {
-        /* lws splits URL args into fragments; query each by name */
-        char v[64];
-        q = xstrdup("");
-        for (int i = 0; lws_hdr_copy_fragment(wsi, v, sizeof v, WSI_TOKEN_HTTP_URI_ARGS, i) > 0; i++) {
-            size_t ql = strlen(q), vl = strlen(v);
-            q = xrealloc(q, ql + vl + 2);
-            if (ql)
-                q[ql++] = '&';
-            memcpy(q + ql, v, vl + 1);
-        }
-    }
+    char *q = http_lws_query(wsi);
     int rc = 0;
     if (!http_query_get(q, "EIO", eio, sizeof eio) || strcmp(eio, "4") != 0 ||
         !http_query_get(q, "transport", transport, sizeof transport) ||

@@ -83,4 +83,9 @@ void http_lws_stop(void);
 struct eio_server;
 void http_lws_set_eio(struct eio_server *eio);
 
+/* The request's raw query string ("a=1&b=2"; "" when none), joined from lws' URL-arg fragments,
+ * whatever their length. Caller frees. */
+struct lws;
+char *http_lws_query(struct lws *wsi);
+
 #endif

@@ -307,21 +307,26 @@ static enum http_method method_of(int m)
     }
 }
 
-/* Joins lws' URL-arg fragments back into one raw query string. */
-static char *query_dup(struct lws *wsi)
+/* Joins lws' URL-arg fragments back into one raw query string (caller frees). The copy buffer
+ * holds the whole query, so no fragment is too long for it: a fixed buffer made
+ * lws_hdr_copy_fragment fail on a long one (a JWT in socket.io-client's `query` option, which
+ * comes before EIO/transport/sid) and every later parameter was lost. */
+char *http_lws_query(struct lws *wsi)
 {
     buf_t q;
     buf_init(&q);
-    char frag[1024];
-    for (int i = 0;; i++) {
-        int n = lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i);
-        if (n <= 0)
-            break;
+    int total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);
+    char *frag = xmalloc(total > 0 ? (size_t)total + 1 : 1);
+    for (int i = 0; total > 0; i++) {
+        int n = lws_hdr_copy_fragment(wsi, frag, total + 1, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (n < 0)
+            break; /* no fragment i */
         if (q.len)
             buf_putc(&q, '&');
         buf_append(&q, frag, (size_t)n);
     }
-    return buf_steal(&q, NULL);
+    free(frag);
+    return buf_steal(&q, NULL); /* "" when there is no query */
 }
 
 static http_req *req_new(struct lws *wsi)
@@ -336,7 +341,7 @@ static http_req *req_new(struct lws *wsi)
     int ulen = 0;
     req->method = method_of(lws_http_get_uri_and_method(wsi, &uri, &ulen));
     req->path = uri && ulen > 0 ? xstrndup(uri, (size_t)ulen) : xstrdup("/");
-    req->query = query_dup(wsi);
+    req->query = http_lws_query(wsi);
     req->origin = hdr_dup(wsi, WSI_TOKEN_ORIGIN);
     req->authorization = hdr_dup(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
     req->content_type = hdr_dup(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE);

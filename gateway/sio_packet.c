@@ -329,7 +329,7 @@ int sio_decode(const char *buf, size_t len, sio_packet *out)
                 return SIO_ERR_ATTACHMENTS;
             i++;
         }
-        if (i == start || i >= len || buf[i] != '-')
+        if (i == start || i >= len || buf[i] != '-' || n < 1)
             return SIO_ERR_ATTACHMENTS;
         out->attachments = n;
         i++;

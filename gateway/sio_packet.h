@@ -34,7 +34,10 @@ enum sio_status {
     SIO_ERR_PAYLOAD = -6, /* valid JSON, wrong shape for the packet type */
 };
 
-#define SIO_MAX_ATTACHMENTS 64
+/* Binary attachments of one packet: 1..10, as socket.io-parser's decoder (maxAttachments 10;
+ * a count of 0 is "Illegal attachments"). Each waits in memory until the packet is whole: with
+ * 64 a client could park 64 x maxPayload per connection. */
+#define SIO_MAX_ATTACHMENTS 10
 
 /* A decoded packet. nsp and data borrow from the input buffer; json is owned
  * (NULL when there is no payload) and released by sio_packet_clear. */

@@ -114,3 +114,19 @@ test("plain connect helper works for every transport mix", async () => {
     s.disconnect();
   }
 });
+
+test("a long query parameter before EIO/transport/sid (socket.io-client's `query` option) hides nothing: polling, upgrade and websocket-only all connect", async () => {
+  // a JWT passed as a query parameter is easily over 1 KB; engine.io-client puts user query
+  // parameters before EIO, transport and sid
+  const query = { token: "t".repeat(3000), other: "x".repeat(80) };
+  for (const transports of [["polling"], ["polling", "websocket"], ["websocket"]]) {
+    const s = client(srv.url, "/", { query, transports });
+    await connected(s);
+    await roundTrip(s, `query-${transports.join("+")}`);
+    if (transports.length === 2 && s.io.engine.transport.name !== "websocket")
+      await once(s.io.engine, "upgrade", 5000);
+    assert.equal(s.io.engine.transport.name, transports[transports.length - 1]);
+    await roundTrip(s, `query-${transports.join("+")}-after`);
+    s.disconnect();
+  }
+});

@@ -138,13 +138,14 @@ static const struct vec {
      "[\"m\",{\"_placeholder\":true,\"num\":0},{\"_placeholder\":true,\"num\":1}]"},
     {"51-/custom,3[\"m\",{\"_placeholder\":true,\"num\":0}]", SIO_OK, SIO_BINARY_EVENT, 1, "/custom", 3,
      "[\"m\",{\"_placeholder\":true,\"num\":0}]"},
-    {"50-[\"m\"]", SIO_OK, SIO_BINARY_EVENT, 0, "/", NO_ACK, "[\"m\"]"},
+    {"50-[\"m\"]", SIO_ERR_ATTACHMENTS, 0, 0, NULL, 0, NULL}, /* 0: socket.io-parser refuses it */
     {"62-789[{\"_placeholder\":true,\"num\":0},{\"_placeholder\":true,\"num\":1}]", SIO_OK, SIO_BINARY_ACK,
      2, "/", 789, "[{\"_placeholder\":true,\"num\":0},{\"_placeholder\":true,\"num\":1}]"},
     {"61-/x,5[{\"a\":[{\"_placeholder\":true,\"num\":0}]}]", SIO_OK, SIO_BINARY_ACK, 1, "/x", 5,
      "[{\"a\":[{\"_placeholder\":true,\"num\":0}]}]"},
-    {"564-[\"m\"]", SIO_OK, SIO_BINARY_EVENT, 64, "/", NO_ACK, "[\"m\"]"},
-    {"565-[\"m\"]", SIO_ERR_ATTACHMENTS, 0, 0, NULL, 0, NULL}, /* over SIO_MAX_ATTACHMENTS */
+    {"510-[\"m\"]", SIO_OK, SIO_BINARY_EVENT, 10, "/", NO_ACK, "[\"m\"]"},
+    {"511-[\"m\"]", SIO_ERR_ATTACHMENTS, 0, 0, NULL, 0, NULL}, /* over SIO_MAX_ATTACHMENTS */
+    {"564-[\"m\"]", SIO_ERR_ATTACHMENTS, 0, 0, NULL, 0, NULL},
     {"599999999999999999999-[\"m\"]", SIO_ERR_ATTACHMENTS, 0, 0, NULL, 0, NULL},
     {"5[\"m\"]", SIO_ERR_ATTACHMENTS, 0, 0, NULL, 0, NULL},       /* no count */
     {"5-[\"m\"]", SIO_ERR_ATTACHMENTS, 0, 0, NULL, 0, NULL},      /* empty count */
