@@ -118,6 +118,7 @@ struct eio_sock {
     eio_sock *dirty_next;
     /* polling */
     http_req *get;     /* pending long-poll GET */
+    http_req *post;    /* the POST whose body is still arriving, or NULL */
     bool get_is_hold;  /* arrived during an upgrade */
     /* websocket */
     eio_ws *ws;        /* active WebSocket transport */
@@ -764,6 +765,8 @@ static void on_post_body(http_req *req)
     req->user = NULL;
     if (!s)
         return;
+    if (s->post == req)
+        s->post = NULL;
     if (req->body_too_large) {
         http_respond_error(req, 413, "payload_too_large", "payload over maxPayload");
     } else if (s->closed) {
@@ -789,8 +792,11 @@ static void on_post_abort(http_req *req)
 {
     eio_sock *s = req->user;
     req->user = NULL;
-    if (s)
-        sock_unref(s);
+    if (!s)
+        return;
+    if (s->post == req)
+        s->post = NULL;
+    sock_unref(s);
 }
 
 static void handshake_polling(struct endpoint *ep, http_req *req)
@@ -850,6 +856,15 @@ static void on_endpoint_request(void *ctx, http_req *req)
     if (req->method == HTTP_GET) {
         poll_get(s, req);
     } else if (req->method == HTTP_POST) {
+        if (s->post) {
+            /* A second POST while one is still arriving: its packets would be handled in
+             * the order the bodies complete, not as sent. A protocol violation, as for two
+             * GETs (Node's engine.io: "data request overlap from client"). */
+            session_close(s, "overlapping POST", false, "1");
+            send_error(req, 400, 3, "Bad request");
+            return;
+        }
+        s->post = req;
         s->refs++;
         req->user = s;
         req->max_body = srv->opt.max_payload;

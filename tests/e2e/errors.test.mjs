@@ -160,3 +160,31 @@ test("polling POST with a base64 binary record over maxPayload gets 413", async 
   assert.equal(over.status, 413);
   await over.arrayBuffer();
 });
+
+test("a second POST while the first one's body is still arriving ends the session (as two GETs do), so packets are never taken out of order", async () => {
+  const sid = await handshake(small.url);
+  assert.equal((await post(small.url, sid, "40")).status, 200);
+  const u = new URL(small.url);
+  // POST A: headers and half its body, the rest held back
+  const net = await import("node:net");
+  const a = net.connect(Number(u.port), u.hostname);
+  await once(a, "connect");
+  const bodyA = '42["message","first"]';
+  let answerA = "";
+  a.on("data", (d) => (answerA += d));
+  const closedA = once(a, "close", 10000);
+  a.write(`POST /socket.io/?EIO=4&transport=polling&sid=${sid} HTTP/1.1\r\nHost: x\r\n` +
+    `Content-Type: text/plain;charset=UTF-8\r\nContent-Length: ${bodyA.length}\r\nConnection: close\r\n\r\n` +
+    bodyA.slice(0, 5));
+  // POST B, whole, while A is open: refused, and the session is over
+  await new Promise((r) => setTimeout(r, 100)); // let A's headers reach the server first
+  const b = await post(small.url, sid, '42["message","second"]');
+  assert.equal(b.status, 400);
+  assert.deepEqual(await b.json(), { code: 3, message: "Bad request" });
+  a.end(bodyA.slice(5));
+  await closedA;
+  assert.match(answerA, /^HTTP\/1\.1 400/, "A finds its session gone");
+  const g = await fetch(`${small.url}/socket.io/?EIO=4&transport=polling&sid=${sid}`);
+  assert.equal(g.status, 400);
+  assert.deepEqual(await g.json(), { code: 1, message: "Session ID unknown" });
+});
