@@ -33,8 +33,10 @@ struct http_req {
     char peer[64];
     int64_t content_length; /* -1 when absent */
     /* body: set on_body (and max_body) from the route handler to receive it;
-     * on_body always runs once the body ended, with body_too_large set (and the
-     * body dropped) when it exceeded max_body: the handler then answers 413. */
+     * on_body runs once, when the body ended, or as soon as it is known to be
+     * over max_body (a Content-Length over it, or the bytes so far) with
+     * body_too_large set: the handler then answers 413 and the shell closes the
+     * connection after it, reading no more of the body. */
     int64_t max_body;
     buf_t body;
     bool body_too_large;
@@ -42,6 +44,7 @@ struct http_req {
     void (*on_abort)(http_req *req); /* client gone before the response */
     void *user;
     bool parked; /* shell state: waiting for a late answer (see http_lws.c) */
+    bool close_after; /* shell state: close the connection once the response is written */
     /* response */
     bool responded, written;
     int status;

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -382,6 +383,10 @@ static void add_cors(http_req *req)
     }
 }
 
+static int on_body_done(struct pss *pss);
+static void body_too_large(struct pss *pss);
+static int on_http_writeable(struct lws *wsi, struct pss *pss);
+
 static int on_http(struct lws *wsi, struct pss *pss)
 {
     req_detach(pss); /* keep-alive: a previous transaction's leftovers */
@@ -402,8 +407,10 @@ static int on_http(struct lws *wsi, struct pss *pss)
     for (size_t i = 0; i < nroutes; i++) {
         if (!strncmp(req->path, routes[i].prefix, routes[i].plen)) {
             routes[i].fn(routes[i].ctx, req);
-            if (req->on_body && req->max_body > 0 && req->content_length > req->max_body)
-                req->body_too_large = true; /* the handler answers 413 at completion */
+            if (req->on_body && req->max_body > 0 && req->content_length > req->max_body) {
+                body_too_large(pss); /* the 413 now, not after reading it all */
+                return 0;
+            }
             if (!req->on_body)
                 park(req); /* answered later (no-op when answered already) */
             return 0;
@@ -419,12 +426,29 @@ static int on_body_chunk(struct pss *pss, const void *in, size_t len)
     if (!req || !req->on_body || req->body_too_large)
         return 0;
     if (req->max_body > 0 && (int64_t)(req->body.len + len) > req->max_body) {
-        req->body_too_large = true;
-        buf_free(&req->body);
+        body_too_large(pss);
         return 0;
     }
     buf_append(&req->body, in, len);
     return 0;
+}
+
+/* The body is over max_body: the handler answers 413 at once and the connection closes after
+ * it. Waiting for the end let a client stream without limit into a request it had announced
+ * as a terabyte (each chunk restarted lws' timeout). */
+static void body_too_large(struct pss *pss)
+{
+    http_req *req = pss->req;
+    struct lws *wsi = req->wsi;
+    req->body_too_large = true;
+    req->close_after = true;
+    buf_free(&req->body);
+    on_body_done(pss);
+    /* written now: while body bytes keep arriving lws does not offer the connection for
+     * writing, and a client that streams on would never see the 413 */
+    if (wsi && pss->req && pss->req->responded && !pss->req->written &&
+        on_http_writeable(wsi, pss) < 0)
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
 static int on_body_done(struct pss *pss)
@@ -483,7 +507,17 @@ static int on_http_writeable(struct lws *wsi, struct pss *pss)
         if (n < (int)req->resp.len)
             return -1;
     }
+    bool close = req->close_after;
     req_detach(pss);
+    if (close) {
+        /* An oversized body is not read on. Closing at once with its bytes unread makes the
+         * kernel reset the connection, and a client that has not read the 413 yet loses it.
+         * So: send our FIN, drop whatever else arrives (no request is attached any more), and
+         * close in 2 s whatever the client does. */
+        shutdown(lws_get_socket_fd(wsi), SHUT_WR);
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, 2);
+        return 0;
+    }
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 

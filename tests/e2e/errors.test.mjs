@@ -188,3 +188,34 @@ test("a second POST while the first one's body is still arriving ends the sessio
   assert.equal(g.status, 400);
   assert.deepEqual(await g.json(), { code: 1, message: "Session ID unknown" });
 });
+
+test("a POST announcing more than maxPayload is answered 413 at once and its connection closed, not read to its end", async () => {
+  const sid = await handshake(small.url);
+  const u = new URL(small.url);
+  const net = await import("node:net");
+  const c = net.connect(Number(u.port), u.hostname);
+  await once(c, "connect");
+  let answer = "";
+  c.on("data", (d) => (answer += d));
+  c.on("error", () => {}); // a reset after the answer is fine
+  const closed = once(c, "close", 20000);
+  const ended = once(c, "end", 20000);
+  c.write(`POST /socket.io/?EIO=4&transport=polling&sid=${sid} HTTP/1.1\r\nHost: x\r\n` +
+    "Content-Type: text/plain;charset=UTF-8\r\nContent-Length: 1000000000000\r\n\r\n");
+  // stream until the server answers (a browser would go on until the connection breaks);
+  // 50 MB without an answer is the old behaviour: the 413 came after the whole body
+  const chunk = Buffer.alloc(64 * 1024, 0x61);
+  let sent = 0, open = true;
+  c.on("close", () => (open = false));
+  while (open && !answer && sent < 50 * 1024 * 1024) {
+    if (!c.write(chunk)) await Promise.race([once(c, "drain", 20000), closed]);
+    sent += chunk.length;
+  }
+  assert.ok(sent < 50 * 1024 * 1024, `no answer after ${sent} bytes of an announced terabyte`);
+  await ended; // the server's FIN follows the 413
+  assert.match(answer, /^HTTP\/1\.1 413/, `answer after ${sent} bytes: ${answer.slice(0, 40)}`);
+  // and it closes the connection even while the client goes on sending
+  const t = setInterval(() => open && c.write(chunk), 5);
+  await closed;
+  clearInterval(t);
+});
