@@ -127,6 +127,7 @@ struct eio_sock {
     /* heartbeat */
     uv_timer_t hb;
     uv_timer_t hold;
+    uv_timer_t upgrade; /* a probe that has not upgraded in time is dropped (on_upgrade_timeout) */
     int handles_open;
     bool awaiting_pong;
     bool grace_used;
@@ -138,6 +139,8 @@ struct eio_sock {
 static void sock_unref(eio_sock *s);
 static void session_close(eio_sock *s, const char *reason, bool flush, const char *poll_answer);
 static void flush(eio_sock *s);
+static void on_upgrade_timeout(uv_timer_t *t);
+static uint64_t upgrade_timeout_ms(const eio_server *srv);
 static void flush_ws(eio_sock *s, bool now);
 static void flush_dirty(eio_server *srv);
 
@@ -588,6 +591,7 @@ static void sock_unref(eio_sock *s)
     s->q = NULL;
     uv_close((uv_handle_t *)&s->hb, on_handle_closed);
     uv_close((uv_handle_t *)&s->hold, on_handle_closed);
+    uv_close((uv_handle_t *)&s->upgrade, on_handle_closed);
 }
 
 static void on_hold(uv_timer_t *t);
@@ -614,8 +618,9 @@ static eio_sock *session_new(struct endpoint *ep, enum transport tr, const char 
     } while (strmap_get(&srv->sessions, s->sid, 20));
     uv_timer_init(srv->loop, &s->hb);
     uv_timer_init(srv->loop, &s->hold);
-    s->hb.data = s->hold.data = s;
-    s->handles_open = 2;
+    uv_timer_init(srv->loop, &s->upgrade);
+    s->hb.data = s->hold.data = s->upgrade.data = s;
+    s->handles_open = 3;
     strmap_put(&srv->sessions, s->sid, 20, s);
     srv->live++;
     hb_arm_ping(s);
@@ -632,6 +637,7 @@ static void session_close(eio_sock *s, const char *reason, bool flush_ws, const 
     strmap_del(&s->srv->sessions, s->sid, strlen(s->sid));
     uv_timer_stop(&s->hb);
     uv_timer_stop(&s->hold);
+    uv_timer_stop(&s->upgrade);
     log_debug("eio %s: close (%s)", s->sid, reason);
     if (s->ep->app.on_close)
         s->ep->app.on_close(s->ep->app.ctx, s, reason);
@@ -933,6 +939,7 @@ int eio_ws_filter(eio_server *srv, eio_ws *c, struct lws *wsi)
         c->is_probe = true;
         s->probe = c;
         s->refs++;
+        uv_timer_start(&s->upgrade, on_upgrade_timeout, upgrade_timeout_ms(srv), 0);
     } else {
         char peer[64] = "";
         lws_get_peer_simple(wsi, peer, sizeof peer);
@@ -972,6 +979,33 @@ void eio_ws_established(eio_ws *c)
         ep->app.on_open(ep->app.ctx, s);
 }
 
+/* How long a probe may take to upgrade: Node's upgradeTimeout (10 s), but no longer than the
+ * ping interval: the ping is among the data a probe withholds from polling, and the session
+ * must not time out because of it. */
+static uint64_t upgrade_timeout_ms(const eio_server *srv)
+{
+    uint64_t ping = (uint64_t)srv->opt.ping_interval_ms;
+    return ping < 10000 ? ping : 10000;
+}
+
+/* The probe did not upgrade in time: a WebSocket that says nothing, or a "2probe" whose
+ * "3probe" never reached the client (a proxy that drops frames). While it lasted, polls were
+ * held and data kept for the new transport; now the probe is closed and the session goes on
+ * polling, with what it kept (the client may probe again). */
+static void on_upgrade_timeout(uv_timer_t *t)
+{
+    eio_sock *s = t->data;
+    eio_ws *c = s->probe;
+    if (!c || s->closed)
+        return;
+    log_debug("eio %s: upgrade timed out", s->sid);
+    s->probe = NULL;
+    s->probed = false;
+    c->kill = true;
+    lws_callback_on_writable(c->wsi);
+    flush(s);
+}
+
 static void finish_upgrade(eio_sock *s, eio_ws *c)
 {
     s->transport = T_WEBSOCKET;
@@ -979,6 +1013,7 @@ static void finish_upgrade(eio_sock *s, eio_ws *c)
     s->ws = c;
     c->is_probe = false;
     uv_timer_stop(&s->hold);
+    uv_timer_stop(&s->upgrade);
     if (s->get) {
         if (s->get_is_hold)
             get_answer_error(s, 400, 3, "Bad request");
@@ -1007,6 +1042,7 @@ static int probe_message(eio_ws *c, const char *data, size_t len, bool binary)
     /* anything else aborts the upgrade; the polling session goes on */
     s->probe = NULL;
     s->probed = false;
+    uv_timer_stop(&s->upgrade);
     c->kill = true;
     lws_callback_on_writable(c->wsi);
     return 0;
@@ -1116,6 +1152,7 @@ void eio_ws_closed(eio_ws *c)
     if (s->probe == c) {
         s->probe = NULL;
         s->probed = false;
+        uv_timer_stop(&s->upgrade);
     }
     if (s->ws == c) {
         s->ws = NULL;

@@ -93,3 +93,68 @@ test("Engine.IO handshake values", async () => {
   assert.equal(s._maxPayload, 1000000);
   s.close();
 });
+
+test("an upgrade probe that does not finish in time is dropped and the session goes on polling, with what the probe held back", async () => {
+  // upgrade timeout = min(10 s, pingInterval) = 1 s here
+  const quick = await startServer("conformance", { CHATD_PING_INTERVAL_MS: "1000", CHATD_PING_TIMEOUT_MS: "3000" });
+  const WebSocket = require("ws");
+  const base = `${quick.url}/engine.io/?EIO=4`;
+  try {
+    const hs = await (await fetch(`${base}&transport=polling`)).text();
+    const sid = JSON.parse(hs.slice(1)).sid;
+    const poll = `${base}&transport=polling&sid=${sid}`;
+    const post = async (body) => assert.equal((await fetch(poll, { method: "POST", body })).status, 200);
+    /** Polls until a packet matches (answering pings); returns every packet seen. */
+    const pollFor = async (want, ms) => {
+      const seen = [];
+      const t0 = Date.now();
+      while (Date.now() - t0 < ms) {
+        const r = await fetch(poll);
+        assert.equal(r.status, 200, `session alive (${seen.join(",")})`);
+        const packets = (await r.text()).split("\x1e");
+        seen.push(...packets);
+        if (packets.includes("2")) await post("3");
+        if (packets.includes(want)) return seen;
+      }
+      assert.fail(`no ${want} within ${ms} ms: ${seen.join(",")}`);
+    };
+    const probe = () => {
+      const ws = new WebSocket(`${base.replace("http", "ws")}&transport=websocket&sid=${sid}`);
+      const closed = once(ws, "close", 8000);
+      return { ws, closed, opened: once(ws, "open", 5000) };
+    };
+
+    // A: a probe that never says anything
+    const a = probe();
+    await a.opened;
+    await post("4while A");
+    await a.closed; // dropped by the server
+    await pollFor("4while A", 3000);
+
+    // B: "2probe" answered, but "5" never comes (as if "3probe" had been lost)
+    const b = probe();
+    await b.opened;
+    const got3 = once(b.ws, "message", 5000);
+    b.ws.send("2probe");
+    assert.equal(String((await got3)[0]), "3probe");
+    await post("4while B");
+    await b.closed;
+    await pollFor("4while B", 3000);
+
+    // and a probe that does finish still upgrades
+    const c = probe();
+    await c.opened;
+    const next = (want) =>
+      withTimeout(new Promise((resolve) => c.ws.on("message", (m) => String(m) === want && resolve())), 5000, want);
+    const probed = next("3probe");
+    c.ws.send("2probe");
+    await probed;
+    const echoed = next("4after upgrade");
+    c.ws.send("5");
+    c.ws.send("4after upgrade");
+    await echoed;
+    c.ws.close();
+  } finally {
+    await quick.stop();
+  }
+});
