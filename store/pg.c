@@ -717,12 +717,30 @@ static int send_one(pg_conn *c, pg_req *r)
 
 /* Whether the request at the head of c->pending can join a combined query that starts with
  * `first` and holds n items in `total` bytes so far. */
+/* Whether routed request r must wait: its key has a request in flight that is not in the group
+ * being built (from group_first on in c->inflight; NULL: no group yet). That request's group
+ * may still fail and be re-run, and r, sent meanwhile, would overtake it: a chat's close
+ * committed before its earlier append, which then answered "closed" (found by a review). So a
+ * key's requests are pipelined only within one group. Cheap: the scan runs only for a key with
+ * something in flight. */
+static bool key_busy(const pg_conn *c, const pg_req *r, const pg_req *group_first)
+{
+    if (!r->owner)
+        return false;
+    const pg_route_slot *sl = pg_routes_find(&c->pg->routes, r->route_hash);
+    int inflight = sl ? sl->n - sl->unsent : 0;
+    for (const pg_req *q = group_first; q && inflight > 0; q = q->next)
+        if (q->owner && q->route_hash == r->route_hash)
+            inflight--;
+    return inflight > 0;
+}
+
 static bool can_join(const pg_conn *c, const pg_req *first, int n, size_t total)
 {
     const pg_req *nx = c->pending.head;
     return !first->solo && n < c->pg->opt.max_batch && nx && !nx->solo && nx->combine_sql &&
            strcmp(nx->combine_sql, first->combine_sql) == 0 &&
-           total + strlen(nx->item) < PG_COMBINE_MAX_BYTES;
+           total + strlen(nx->item) < PG_COMBINE_MAX_BYTES && !key_busy(c, nx, NULL);
 }
 
 /* Takes the combinable request at the head of c->pending and the adjacent ones with the same
@@ -846,6 +864,8 @@ static void conn_dispatch(pg_conn *c)
                 break;
             if (!c->pending.head->combine_sql)
                 continue;
+            if (key_busy(c, c->pending.head, NULL))
+                break; /* after what its chat has in flight */
             pg_req *out = make_carrier(c); /* a carrier, or a lone request */
             out->sent_ms = now;
             out->sync_after = true;
@@ -860,6 +880,9 @@ static void conn_dispatch(pg_conn *c)
             sent = true;
             continue;
         }
+        if (key_busy(c, c->pending.head, NULL))
+            break; /* after what its chat has in flight */
+        pg_req *group_first = NULL;
         for (;;) {
             pg_req *r = take_pending(c);
             r->sent_ms = now;
@@ -872,11 +895,14 @@ static void conn_dispatch(pg_conn *c)
             if (!c->cur && !c->await_sync)
                 c->cur = r;
             list_push(&c->inflight, r);
+            if (!group_first)
+                group_first = r;
             group++;
             pg_req *nx = c->pending.head;
             bool batchable = (r->flags & PG_Q_BATCH) && !r->solo;
             if (!batchable || !nx || !(nx->flags & PG_Q_BATCH) || nx->solo ||
-                group >= pg->opt.max_batch || c->inflight.n >= pg->opt.max_inflight) {
+                group >= pg->opt.max_batch || c->inflight.n >= pg->opt.max_inflight ||
+                key_busy(c, nx, group_first)) {
                 r->sync_after = true;
                 break;
             }

@@ -907,6 +907,35 @@ static void key_for(char *out, size_t n, const char *prefix, int conn, int sprea
     }
 }
 
+/* A chat's later query never overtakes an earlier one that is re-run: [a1, bad] share a
+ * transaction, which fails and is re-run member by member; a2 (same chat, submitted while that
+ * transaction was in flight) must wait for a1's re-run. It used to be sent behind the failing
+ * group and answered first. */
+static void test_retry_keeps_chat_order(void **state)
+{
+    (void)state;
+    NEED_DB();
+    pg_client *pg = new_client(1);
+    row_result r = {.want = 3};
+    row_slot s[3] = {{&r, 0}, {&r, 1}, {&r, 2}};
+    pg_query_opts a1 = {.sql = "SELECT 'a1'", .flags = PG_Q_BATCH, .route_key = "chatA", .row_cb = on_row};
+    pg_query_opts bad = {.sql = "SELECT (1/0)::text", .flags = PG_Q_BATCH, .route_key = "chatB",
+                         .row_cb = on_row};
+    pg_query_opts a2 = {.sql = "SELECT 'a2'", .flags = PG_Q_BATCH, .route_key = "chatA", .row_cb = on_row};
+    pg_query_ex(pg, &a1, NULL, &s[0]);
+    pg_query_ex(pg, &bad, NULL, &s[1]);
+    uv_run(&loop, UV_RUN_NOWAIT);      /* the group [a1, bad] is sent */
+    pg_query_ex(pg, &a2, NULL, &s[2]); /* chat A again, while a1 is in flight */
+    assert_true(run_until(int_reaches, &r.done, 10));
+    assert_string_equal(r.val[0], "a1");
+    assert_string_equal(r.val[1], "ERR");
+    assert_string_equal(r.val[2], "a2");
+    assert_true(r.order[0] < r.order[2]);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(r.calls[i], 1);
+    free_client(pg);
+}
+
 /* A connection whose pipeline keeps answering is not stuck, however long the pipeline takes:
  * 45 statements of 120 ms each (under the 200 ms statement timeout), sent at once, take 5.4 s,
  * past the 5.2 s stuck limit counted from the first one's send. Every one must succeed, on the
@@ -1425,6 +1454,7 @@ int main(void)
         cmocka_unit_test(test_routing_spread),
         cmocka_unit_test(test_rehome_sends_at_once),
         cmocka_unit_test(test_long_pipeline_not_stuck),
+        cmocka_unit_test(test_retry_keeps_chat_order),
         cmocka_unit_test(test_spread_grows_with_waits),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_free_fails_pending),
