@@ -17,6 +17,7 @@
  * freely. uv_poll_t handles are heap-allocated per socket and freed in their close callback. */
 #include "store/pg.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +78,8 @@ typedef struct pg_conn {
     req_list inflight;
     pg_req *cur;          /* inflight request receiving results (NULL: waiting for a sync) */
     uint64_t progress_ms; /* when the server last answered anything (stuck-connection check) */
+    uv_getaddrinfo_t gai; /* resolving pg->resolve_host for the next connect */
+    bool resolving;
     bool await_sync;
     bool group_failed;
     bool ever_ready;
@@ -90,6 +93,7 @@ typedef struct pg_stmt {
 struct pg_client {
     uv_loop_t *loop;
     char *conninfo;
+    char *resolve_host;   /* the host name to resolve before each connect, or NULL (see pg_new) */
     pg_options opt;
     pg_conn *conns;
     int nconns;
@@ -417,7 +421,81 @@ static void on_notice(void *arg, const char *message)
     log_debug("pg[%d]: %.*s", c->index, (int)strcspn(message, "\n"), message);
 }
 
+static void conn_connect_to(pg_conn *c, const char *hosts, const char *hostaddrs);
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res);
+
+/* Starts one connect attempt. A host name is resolved first, off the loop (libpq would call
+ * getaddrinfo itself, blocking: a review measured 4 s of a stalled loop for a pool of 4 with a
+ * 1 s resolver). The connect timeout covers the resolution too. */
 static void conn_connect(pg_conn *c)
+{
+    pg_client *pg = c->pg;
+    if (!pg->resolve_host) {
+        conn_connect_to(c, NULL, NULL);
+        return;
+    }
+    c->state = CONN_CONNECTING;
+    c->connect_deadline_ms = now_ms(pg) + (uint64_t)pg->opt.connect_timeout_ms;
+    uv_timer_start(&c->timer, on_timer, (uint64_t)pg->opt.connect_timeout_ms, 0);
+    if (c->resolving)
+        return; /* an earlier lookup is still out: its answer is used */
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    c->gai.data = c;
+    c->resolving = true;
+    pg->open_handles++; /* pg_free waits for the answer */
+    int rc = uv_getaddrinfo(pg->loop, &c->gai, on_resolved, pg->resolve_host, NULL, &hints);
+    if (rc != 0) {
+        c->resolving = false;
+        pg->open_handles--;
+        conn_fail(c, uv_strerror(rc));
+    }
+}
+
+static void client_release(pg_client *pg);
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    pg_conn *c = req->data;
+    pg_client *pg = c->pg;
+    c->resolving = false;
+    /* every address, in the resolver's order (libpq tries them in turn, as it would have):
+     * "localhost" may give ::1 first while the server listens on 127.0.0.1 only */
+    char addrs[4 * 48] = "", hosts[4 * 260] = "";
+    int n = 0;
+    for (struct addrinfo *a = status == 0 ? res : NULL; a && n < 4; a = a->ai_next) {
+        char ip[48] = "";
+        if (a->ai_family == AF_INET)
+            uv_ip4_name((struct sockaddr_in *)a->ai_addr, ip, sizeof ip);
+        else if (a->ai_family == AF_INET6)
+            uv_ip6_name((struct sockaddr_in6 *)a->ai_addr, ip, sizeof ip);
+        if (!ip[0] || strstr(addrs, ip))
+            continue;
+        size_t al = strlen(addrs), hl = strlen(hosts);
+        snprintf(addrs + al, sizeof addrs - al, "%s%s", n ? "," : "", ip);
+        snprintf(hosts + hl, sizeof hosts - hl, "%s%s", n ? "," : "", pg->resolve_host);
+        n++;
+    }
+    uv_freeaddrinfo(res);
+    if (pg->closing) {
+        client_release(pg);
+        return;
+    }
+    pg->open_handles--;
+    if (c->state != CONN_CONNECTING || c->conn)
+        return; /* timed out meanwhile: the next attempt starts its own lookup */
+    if (!n) {
+        char why[320];
+        snprintf(why, sizeof why, "cannot resolve %s: %s", pg->resolve_host,
+                 status ? uv_strerror(status) : "no address");
+        conn_fail(c, why);
+        return;
+    }
+    conn_connect_to(c, hosts, addrs);
+}
+
+/* hosts/hostaddrs: the resolved addresses of pg->resolve_host (a list each, the name once per
+ * address, as libpq pairs them), or NULL to let libpq read conninfo alone. */
+static void conn_connect_to(pg_conn *c, const char *hosts, const char *hostaddrs)
 {
     pg_client *pg = c->pg;
     char stmt_opt[96];
@@ -426,9 +504,13 @@ static void conn_connect(pg_conn *c)
      * query alone (55P03, retried solo when it shared a batch). */
     snprintf(stmt_opt, sizeof stmt_opt, "-c statement_timeout=%d -c lock_timeout=%d",
              pg->opt.statement_timeout_ms, pg->opt.lock_timeout_ms);
+    /* host/hostaddr last: they override what the URL in dbname says, and with hostaddr set
+     * libpq does no lookup of its own */
     const char *keys[] = {"dbname", "options", "application_name", "keepalives",
-                          "keepalives_idle", "keepalives_interval", "keepalives_count", NULL};
-    const char *vals[] = {pg->conninfo, stmt_opt, "chatd", "1", "10", "5", "3", NULL};
+                          "keepalives_idle", "keepalives_interval", "keepalives_count",
+                          hostaddrs ? "host" : NULL, "hostaddr", NULL};
+    const char *vals[] = {pg->conninfo, stmt_opt, "chatd", "1", "10", "5", "3", hosts, hostaddrs,
+                          NULL};
     c->conn = PQconnectStartParams(keys, vals, 1);
     c->state = CONN_CONNECTING;
     c->connect_deadline_ms = now_ms(pg) + (uint64_t)pg->opt.connect_timeout_ms;
@@ -452,8 +534,11 @@ static void on_timer(uv_timer_t *t)
     pg_conn *c = t->data;
     if (c->state == CONN_BACKOFF)
         conn_connect(c);
-    else if (c->state == CONN_CONNECTING)
-        conn_fail(c, "connect timeout");
+    else if (c->state == CONN_CONNECTING) {
+        if (c->resolving)
+            uv_cancel((uv_req_t *)&c->gai); /* best effort: a lookup already running ends anyway */
+        conn_fail(c, c->resolving ? "connect timeout (resolving the host)" : "connect timeout");
+    }
 }
 
 /* ---------------------------------------------------------------- results */
@@ -1003,11 +1088,39 @@ void pg_options_default(pg_options *o)
     o->max_batch = 256;
 }
 
+/* The host of conninfo when it is one name to look up: not an address, not a socket directory,
+ * not given with a hostaddr, not a list (libpq then tries each in turn itself). NULL
+ * otherwise, or when conninfo does not parse (libpq reports that at connect). */
+static char *host_to_resolve(const char *conninfo)
+{
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
+    PQfreemem(err);
+    if (!opts)
+        return NULL;
+    const char *host = NULL, *hostaddr = NULL;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!strcmp(o->keyword, "host"))
+            host = o->val;
+        else if (!strcmp(o->keyword, "hostaddr"))
+            hostaddr = o->val;
+    }
+    char *out = NULL;
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (host && *host && (!hostaddr || !*hostaddr) && host[0] != '/' && host[0] != '@' &&
+        !strchr(host, ',') && inet_pton(AF_INET, host, addr) != 1 &&
+        inet_pton(AF_INET6, host, addr) != 1)
+        out = xstrdup(host);
+    PQconninfoFree(opts);
+    return out;
+}
+
 pg_client *pg_new(uv_loop_t *loop, const char *conninfo, const pg_options *opt)
 {
     pg_client *pg = xcalloc(1, sizeof *pg);
     pg->loop = loop;
     pg->conninfo = xstrdup(conninfo ? conninfo : "");
+    pg->resolve_host = host_to_resolve(pg->conninfo);
     pg_options_default(&pg->opt);
     if (opt)
         pg->opt = *opt;
@@ -1047,9 +1160,9 @@ pg_client *pg_new(uv_loop_t *loop, const char *conninfo, const pg_options *opt)
     return pg;
 }
 
-static void client_handle_closed(uv_handle_t *h)
+/* One of the handles (or host lookups) pg_free waits for is done; the last one frees pg. */
+static void client_release(pg_client *pg)
 {
-    pg_client *pg = h->data;
     if (--pg->open_handles > 0)
         return;
     /* Queries submitted by callbacks during pg_free: nobody is left to answer. */
@@ -1067,7 +1180,13 @@ static void client_handle_closed(uv_handle_t *h)
     pg_routes_free(&pg->routes);
     free(pg->conns);
     free(pg->conninfo);
+    free(pg->resolve_host);
     free(pg);
+}
+
+static void client_handle_closed(uv_handle_t *h)
+{
+    client_release(h->data);
 }
 
 void pg_free(pg_client *pg)
@@ -1086,6 +1205,8 @@ void pg_free(pg_client *pg)
         }
         c->state = CONN_CLOSED;
         uv_timer_stop(&c->timer);
+        if (c->resolving)
+            uv_cancel((uv_req_t *)&c->gai); /* its callback releases pg */
         req_list inflight = c->inflight, pending = c->pending;
         memset(&c->inflight, 0, sizeof c->inflight);
         memset(&c->pending, 0, sizeof c->pending);

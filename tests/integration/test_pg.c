@@ -15,6 +15,9 @@
 #include <cmocka.h>
 
 #include <libpq-fe.h>
+#include <dlfcn.h>
+#include <netdb.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -907,6 +910,85 @@ static void key_for(char *out, size_t n, const char *prefix, int conn, int sprea
     }
 }
 
+/* The resolver, slowed down on demand: libpq and uv_getaddrinfo's worker threads both come here
+ * (this definition interposes on libc's for the whole process). */
+static int slow_dns_ms;
+int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+                struct addrinfo **res)
+{
+    static int (*real)(const char *, const char *, const struct addrinfo *, struct addrinfo **);
+    if (!real)
+        real = (int (*)(const char *, const char *, const struct addrinfo *,
+                        struct addrinfo **))dlsym(RTLD_NEXT, "getaddrinfo");
+    if (slow_dns_ms && node && strcmp(node, "localhost") == 0)
+        usleep((useconds_t)slow_dns_ms * 1000);
+    return real(node, service, hints, res);
+}
+
+typedef struct stall_meter {
+    uv_timer_t t;
+    uint64_t last, max_gap;
+} stall_meter;
+
+static void on_stall_tick(uv_timer_t *t)
+{
+    stall_meter *m = t->data;
+    uint64_t now = uv_now(t->loop);
+    if (m->last && now - m->last > m->max_gap)
+        m->max_gap = now - m->last;
+    m->last = now;
+}
+
+/* A host name in the URL is resolved off the loop (uv_getaddrinfo), and every address it has is
+ * tried ("localhost" may give ::1 first while the server listens on 127.0.0.1 only). With a
+ * resolver that takes 1 s, libpq's own lookup stalled the loop 1 s per connection; now a 5 ms
+ * timer keeps ticking. A name that does not resolve fails queries as unavailable. */
+static void test_host_names(void **state)
+{
+    (void)state;
+    NEED_DB();
+    const char *at = strstr(db_url, "127.0.0.1");
+    if (!at)
+        skip();
+    char url[512];
+    snprintf(url, sizeof url, "%.*slocalhost%s", (int)(at - db_url), db_url, at + strlen("127.0.0.1"));
+    pg_options o;
+    pg_options_default(&o);
+    o.pool_size = 2;
+    stall_meter m = {0};
+    uv_timer_init(&loop, &m.t);
+    m.t.data = &m;
+    uv_update_time(&loop);
+    uv_timer_start(&m.t, on_stall_tick, 5, 5);
+    slow_dns_ms = 1000;
+    pg_client *pg = pg_new(&loop, url, &o);
+    on_stall_tick(&m.t); /* pg_new itself counts */
+    assert_true(run_until(is_ready, pg, 10));
+    slow_dns_ms = 0;
+    uv_timer_stop(&m.t);
+    uv_close((uv_handle_t *)&m.t, NULL);
+    assert_true(m.max_gap < 500);
+    q_result q = {.want = 1};
+    q_slot s0 = {&q, 0};
+    pg_query(pg, "SELECT 'by name'", 0, NULL, on_query, &s0);
+    assert_true(run_until(int_reaches, &q.done, 10));
+    assert_string_equal(q.val[0], "by name");
+    free_client(pg);
+
+    snprintf(url, sizeof url, "%.*sno-such-host.invalid%s", (int)(at - db_url), db_url,
+             at + strlen("127.0.0.1"));
+    o.pool_size = 1;
+    o.queue_timeout_ms = 300;
+    pg = pg_new(&loop, url, &o);
+    q_result q2 = {.want = 1};
+    q_slot s1 = {&q2, 0};
+    pg_query(pg, "SELECT 1", 0, NULL, on_query, &s1);
+    assert_true(run_until(int_reaches, &q2.done, 10));
+    assert_int_equal(q2.failed, 1);
+    assert_false(pg_is_ready(pg));
+    free_client(pg);
+}
+
 /* A chat's later query never overtakes an earlier one that is re-run: [a1, bad] share a
  * transaction, which fails and is re-run member by member; a2 (same chat, submitted while that
  * transaction was in flight) must wait for a1's re-run. It used to be sent behind the failing
@@ -1455,6 +1537,7 @@ int main(void)
         cmocka_unit_test(test_rehome_sends_at_once),
         cmocka_unit_test(test_long_pipeline_not_stuck),
         cmocka_unit_test(test_retry_keeps_chat_order),
+        cmocka_unit_test(test_host_names),
         cmocka_unit_test(test_spread_grows_with_waits),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_free_fails_pending),
