@@ -1399,16 +1399,25 @@ bool pg_cancel(pg_client *pg, pg_req_id id)
             if (cr->carrier)
                 r = find_in(&cr->members, id);
         if (r && (r->cb || r->row_cb)) {
-            /* Results still have to be read in order: keep the request, drop the callback. */
+            /* Results still have to be read in order: keep the request, drop the callback.
+             * on_cancel goes too: a failed combined call re-queues its members, and a second
+             * pg_cancel would find this one waiting and run on_cancel again (a double free in
+             * messages.c; found by a review). */
+            void (*on_cancel)(void *) = r->on_cancel;
             r->cb = NULL;
             r->row_cb = NULL;
-            if (r->on_cancel)
-                r->on_cancel(r->ctx);
+            r->on_cancel = NULL;
+            if (on_cancel)
+                on_cancel(r->ctx);
             return true;
         }
     }
     return false;
 detached_unlinked:
+    if (!r->cb && !r->row_cb) { /* cancelled before, while in flight: nothing to detach now */
+        req_free(r);
+        return false;
+    }
     if (r->on_cancel)
         r->on_cancel(r->ctx);
     req_free(r);

@@ -910,6 +910,50 @@ static void key_for(char *out, size_t n, const char *prefix, int conn, int sprea
     }
 }
 
+/* A request cancelled while its combined call is in flight gets on_cancel once, however often it
+ * is cancelled: the call fails on a bad item, its members are queued again one by one, and a
+ * second pg_cancel finds the cancelled one waiting (it ran on_cancel again: a double free in
+ * messages.c). The second cancel says false: nothing was left to detach. */
+static int cancels_seen;
+static void count_cancel(void *ctx)
+{
+    (void)ctx;
+    cancels_seen++;
+}
+
+static void test_cancel_twice_during_retry(void **state)
+{
+    (void)state;
+    NEED_DB();
+    pg_client *pg = new_client(1);
+    const char *sql = "SELECT ((x->>'v')::int * 2)::text FROM jsonb_array_elements($1::jsonb) "
+                      "WITH ORDINALITY t(x, o) ORDER BY o";
+    const char *items[3] = {"{\"v\":1}", "{\"v\":\"bad\"}", "{\"v\":3}"};
+    row_result r = {0};
+    row_slot s[3];
+    pg_req_id ids[3];
+    cancels_seen = 0;
+    for (int i = 0; i < 3; i++) {
+        s[i] = (row_slot){&r, i};
+        pg_query_opts q = {.combine_sql = sql, .combine_item = items[i], .row_cb = on_row,
+                           .on_cancel = count_cancel};
+        ids[i] = pg_query_ex(pg, &q, NULL, &s[i]);
+    }
+    uv_run(&loop, UV_RUN_NOWAIT); /* the combined call is in flight */
+    assert_true(pg_cancel(pg, ids[2]));
+    r.want = 1;
+    assert_true(run_until(int_reaches, &r.done, 10)); /* item 0 re-sent alone and answered */
+    assert_false(pg_cancel(pg, ids[2]));
+    assert_int_equal(cancels_seen, 1);
+    r.want = 2;
+    assert_true(run_until(int_reaches, &r.done, 10)); /* the bad item fails alone */
+    assert_string_equal(r.val[0], "2");
+    assert_string_equal(r.val[1], "ERR");
+    assert_int_equal(r.calls[2], 0);
+    free_client(pg);
+    assert_int_equal(cancels_seen, 1);
+}
+
 /* The resolver, slowed down on demand: libpq and uv_getaddrinfo's worker threads both come here
  * (this definition interposes on libc's for the whole process). */
 static int slow_dns_ms;
@@ -1538,6 +1582,7 @@ int main(void)
         cmocka_unit_test(test_long_pipeline_not_stuck),
         cmocka_unit_test(test_retry_keeps_chat_order),
         cmocka_unit_test(test_host_names),
+        cmocka_unit_test(test_cancel_twice_during_retry),
         cmocka_unit_test(test_spread_grows_with_waits),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_free_fails_pending),
