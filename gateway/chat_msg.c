@@ -246,6 +246,20 @@ void chat_on_message(chat_sock *cs, const sio_event *ev)
 
 /* ---- typing ------------------------------------------------------------------------ */
 
+/* A customer's typing start: its own closed chat is conflict; everything else as for any write. */
+static void on_typing_check(void *ctx, const PGresult *res, const char *err)
+{
+    chat_op *op = ctx;
+    chat_sock *cs = err ? NULL : chat_op_sock(op);
+    if (cs && chat_write_access(res, &cs->p) == CHAT_ACCESS_OK &&
+        !strcmp(PQgetvalue(res, 0, 2), "closed")) {
+        chat_ack_err(op->s, op->ack_id, "conflict", "the chat is closed");
+        chat_op_free(op);
+        return;
+    }
+    on_owner_check(ctx, res, err);
+}
+
 static void typing_next(chat_sock *cs, chat_op *op)
 {
     buf_t b;
@@ -279,7 +293,16 @@ void chat_on_typing(chat_sock *cs, const sio_event *ev)
     }
     chat_op *op = chat_op_new(cs->s, ev->ack_id, chat_id);
     op->num = cJSON_IsTrue(is);
-    with_write_access(cs, op, typing_next);
+    if (!op->num || !is_customer(cs)) {
+        with_write_access(cs, op, typing_next); /* an agent's check sees a closed chat */
+        return;
+    }
+    /* A customer starting to type: its own chat must still be open (SPEC 12.8: writing into a
+     * closed chat is conflict). The room shortcut of with_write_access cannot tell, a customer's
+     * sockets stay in a closed chat's room; a typing start is rare enough to ask PostgreSQL. */
+    op->next = typing_next;
+    const char *params[2] = {op->chat_id, cs->p.org};
+    pg_query(cs->app->pg, CHAT_OWNER_SQL, 2, params, on_typing_check, op);
 }
 
 /* ---- read -------------------------------------------------------------------------- */

@@ -252,6 +252,9 @@ test("close-chat by the customer: system message, chat-state closed, chat-closed
   // writing into a closed chat is conflict, on both nodes and over REST
   await expectCode(tab1, "chat-message", { chatId, clientId: "new-1", text: "still there?" }, "conflict");
   await expectCode(tab2, "chat-message", { chatId, clientId: "new-2", text: "still there?" }, "conflict");
+  // and so is starting to type (SPEC 12.8), on both nodes; stopping is harmless
+  await expectCode(tab1, "typing", { chatId, isTyping: true }, "conflict");
+  await expectCode(tab2, "typing", { chatId, isTyping: true }, "conflict");
   const post = await rest(A.url, "POST", `/chat/chats/${chatId}/messages`, { token: cust.token, body: { clientId: "new-3", text: "x" } });
   assert.equal(post.status, 409, JSON.stringify(post.body));
   assert.equal(post.body.error.code, "conflict");
