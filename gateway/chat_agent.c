@@ -385,36 +385,17 @@ static void transfer_to_queue(agent_op *a)
     buf_free(&text);
 }
 
-/* Undo of a Redis transfer to an agent that PostgreSQL did not take. */
+/* Undo of a Redis transfer to an agent that PostgreSQL did not take: one script, which undoes
+ * only while the transfer's assignment stands (a close in between has released it already). */
 static void undo_agent_transfer(agent_op *a)
 {
-    chat_app *app = a->app;
-    buf_t k;
-    buf_init(&k);
     rk_argv argv;
     rk_argv_init(&argv, RK_NO_SCRIPT);
-    rk_key(&k, a->org, "agentload");
-    rk_argv_args(&argv, "HINCRBY");
-    rk_argv_arg(&argv, k.data, k.len);
-    rk_argv_args(&argv, a->target);
-    rk_argv_args(&argv, "-1");
-    redis_eval(app->redis, &argv, on_release_logged, NULL);
-    rk_argv_reset(&argv, RK_NO_SCRIPT);
-    rk_argv_args(&argv, "HINCRBY");
-    rk_argv_arg(&argv, k.data, k.len);
-    rk_argv_args(&argv, a->agent);
-    rk_argv_args(&argv, "1");
-    redis_eval(app->redis, &argv, on_release_logged, NULL);
-    buf_reset(&k);
-    rk_assign(&k, a->org, a->op->chat_id);
-    rk_argv_reset(&argv, RK_NO_SCRIPT);
-    rk_argv_args(&argv, "HSET");
-    rk_argv_arg(&argv, k.data, k.len);
-    rk_argv_args(&argv, "agent");
-    rk_argv_args(&argv, a->agent);
-    redis_eval(app->redis, &argv, on_release_logged, NULL);
+    if (q_build_untransfer(&argv, a->org, a->op->chat_id, a->agent, a->target) == RK_OK)
+        redis_eval(a->app->redis, &argv, on_release_logged, NULL);
+    else
+        log_warn("queue: undo of the transfer of %s not built", a->op->chat_id);
     rk_argv_free(&argv);
-    buf_free(&k);
 }
 
 static void on_transfer_agent_pg(void *ctx, const PGresult *res, const char *err)

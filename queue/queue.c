@@ -29,6 +29,7 @@ static const char *const SNAPSHOT_KEYS[] = {"queue", "status", "agentload", "age
 static const char *const RELEASE_KEYS[] = {"queue", "qentry:", "qsigs", "agentload", "assign:",
     "aht", "ahtwin", "timers", NULL};
 static const char *const RESTORE_KEYS[] = {"assign:", "agentload", "agentmax", NULL};
+static const char *const UNTRANSFER_KEYS[] = {"assign:", "agentload", NULL};
 
 enum rk_status q_build_enqueue(rk_argv *a, const char *org, const char *chat_id, int priority,
                                const char *skills_csv, long long enqueued_at_ms,
@@ -469,4 +470,16 @@ void q_release_result_free(q_release_result *r)
         return;
     free(r->agent);
     r->agent = NULL;
+}
+
+enum rk_status q_build_untransfer(rk_argv *a, const char *org, const char *chat_id,
+                                 const char *from_agent, const char *target)
+{
+    rk_argv_reset(a, RK_SCRIPT_QUEUE_UNTRANSFER);
+    if (bad(org) || bad(chat_id) || bad(from_agent) || bad(target))
+        return RK_ERR_ARG;
+    rk_argv_keys(a, org, chat_id, UNTRANSFER_KEYS);
+    rk_argv_args(a, from_agent);
+    rk_argv_args(a, target);
+    return rk_argv_status(a);
 }

@@ -192,6 +192,7 @@ static const char *const script_names[RK_SCRIPT__COUNT] = {
     [RK_SCRIPT_QUEUE_SNAPSHOT] = "queue_snapshot",
     [RK_SCRIPT_CHAT_RELEASE] = "chat_release",
     [RK_SCRIPT_QUEUE_RESTORE] = "queue_restore",
+    [RK_SCRIPT_QUEUE_UNTRANSFER] = "queue_untransfer",
     [RK_SCRIPT_PRESENCE_ADD] = "presence_add",
     [RK_SCRIPT_PRESENCE_HEARTBEAT] = "presence_heartbeat",
     [RK_SCRIPT_PRESENCE_REMOVE] = "presence_remove",

@@ -314,6 +314,47 @@ static void test_pick_skips_held_chat(void **state)
     freeReplyObject(r);
 }
 
+static long long untransfer(const char *chat, const char *from, const char *target)
+{
+    assert_int_equal(q_build_untransfer(&A, org, chat, from, target), RK_OK);
+    redisReply *r = ev(rc, &A);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    long long v = r->integer;
+    freeReplyObject(r);
+    return v;
+}
+
+/* A transfer to an agent that PostgreSQL refuses is undone, but not over a close that ran in
+ * between: the close gave the target's capacity back already (the undo took it to -1 and gave
+ * the old agent a closed chat's load, for good). */
+static void test_untransfer(void **state)
+{
+    new_org("untransfer");
+    agent_online("x", "sx", 1);
+    agent_online("y", "sy", 1);
+    enqueue("c1", 5, "", 0);
+    expect_pick("x", 1, "", "c1");
+    q_transfer_result t = transfer_agent("c1", "y");
+    assert_int_equal(t.kind, Q_TRANSFER_ASSIGNED);
+    q_transfer_result_free(&t);
+    assert_int_equal(untransfer("c1", "x", "y"), 1); /* refused, nothing else happened */
+    assert_int_equal(hget_ll("agentload", "x"), 1);
+    assert_int_equal(hget_ll("agentload", "y"), 0);
+    assert_int_equal(untransfer("c1", "x", "y"), 0); /* twice: nothing more */
+
+    t = transfer_agent("c1", "y");
+    assert_int_equal(t.kind, Q_TRANSFER_ASSIGNED);
+    q_transfer_result_free(&t);
+    assert_int_equal(q_build_release(&A, org, "c1", true, 300, NULL, 0), RK_OK); /* a close wins */
+    freeReplyObject(ev(rc, &A));
+    assert_int_equal(untransfer("c1", "x", "y"), 0);
+    assert_int_equal(hget_ll("agentload", "x"), 0);
+    assert_int_equal(hget_ll("agentload", "y"), 0);
+    assert_int_equal(hget_ll("assign:c1", "agent"), -1);
+    enqueue("c2", 5, "", 0);
+    expect_pick("x", 1, "", "c2"); /* x has room again */
+}
+
 static void test_duplicate_enqueue(void **state)
 {
     new_org("dup");
@@ -794,6 +835,7 @@ int main(void)
         cmocka_unit_test(test_equal_priorities_fifo),
         cmocka_unit_test(test_duplicate_enqueue),
         cmocka_unit_test(test_pick_skips_held_chat),
+        cmocka_unit_test(test_untransfer),
         cmocka_unit_test(test_priority_then_fifo),
         cmocka_unit_test(test_transfer_to_skills),
         cmocka_unit_test(test_transfer_to_agent),
