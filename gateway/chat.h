@@ -55,6 +55,11 @@ struct held_msg {
 typedef struct chat_sock {
     chat_app *app;
     sio_socket *s;
+    /* A send can close the socket (slow consumer) and its disconnect would free this struct
+     * under a loop that is still sending: while busy, the disconnect only marks it dead and
+     * the loop frees it when done (chat_sock_unbusy). */
+    int busy;
+    bool dead;
     auth_principal p;
     const char *role;    /* "customer" | "agent" */
     char *identity_room; /* identity:{org}:{role}:{key} */

@@ -446,19 +446,32 @@ static void reject(sio_socket *s, const char *code)
     buf_free(&b);
 }
 
-/* Releases held live messages: those newer than what the socket has now. */
-static void release_held(chat_sock *cs)
+/* Ends a sending loop (see chat_sock.busy); frees cs if the socket died meanwhile. Returns
+ * false then: cs is gone. */
+static bool chat_sock_unbusy(chat_sock *cs)
 {
+    if (--cs->busy > 0 || !cs->dead)
+        return true;
+    chat_sock_free(cs);
+    return false;
+}
+
+/* Releases held live messages: those newer than what the socket has now. cs may be gone
+ * after it (returns false). */
+static bool release_held(chat_sock *cs)
+{
+    cs->busy++;
     for (size_t i = 0; i < cs->nheld; i++) {
         struct held_msg *h = &cs->held[i];
-        if (h->seq > csr_log_last(&cs->csr, h->chat_id) &&
-            sio_send_frames(cs->s, &h->frame, 1, 0) == 0)
+        if (!cs->dead && h->seq > csr_log_last(&cs->csr, h->chat_id) &&
+            sio_send_frames(cs->s, &h->frame, 1, 0) == 0 && !cs->dead)
             csr_log_note(&cs->csr, h->chat_id, h->seq);
         free(h->chat_id);
         frame_unref(h->frame);
     }
     cs->nheld = 0;
     cs->catching_up = false;
+    return chat_sock_unbusy(cs);
 }
 
 /* ---- catch-up -------------------------------------------------------------------------
@@ -482,27 +495,37 @@ static void on_catchup(void *ctx, const PGresult *res, const char *err)
     chat_sock *cs = chat_op_sock(op);
     if (!cs)
         goto out;
+    cs->busy++;
     if (!err) {
         buf_t b;
         buf_init(&b);
-        for (int r = 0; r < PQntuples(res); r++) {
+        for (int r = 0; r < PQntuples(res) && !cs->dead; r++) {
             pg_message m;
             if (pg_message_from_row(res, r, &m) != 0 ||
                 m.seq <= csr_log_last(&cs->csr, m.chat_id))
                 continue;
             buf_reset(&b);
             chat_message_args_row(&b, &m);
-            if (sio_emit(cs->s, b.data, b.len, NULL, 0, 0) == 0)
+            /* a slow-consumer close inside the send frees nothing while busy */
+            if (sio_emit(cs->s, b.data, b.len, NULL, 0, 0) == 0 && !cs->dead)
                 csr_log_note(&cs->csr, m.chat_id, m.seq);
         }
         buf_free(&b);
-    } else {
-        log_warn("chat: catch-up query failed: %s", err);
+    } else if (!cs->dead) {
+        /* What the socket missed could not be read: it must not go on as if it had it (its
+         * log would cover the gap, and live messages would follow). With its transport closed
+         * the client reconnects by itself and asks again from its last seq (SPEC 12.4); a
+         * server disconnect would not bring it back. */
+        log_warn("chat: catch-up query failed, closing the socket's transport: %s", err);
+        eio_abort(sio_eio(cs->s), "transport close");
     }
-    if (cs->catchup_next)
-        catchup_run(cs);
-    else
-        release_held(cs);
+    if (!cs->dead) {
+        if (cs->catchup_next)
+            catchup_run(cs);
+        else
+            release_held(cs);
+    }
+    chat_sock_unbusy(cs);
 out:
     chat_op_free(op);
 }
@@ -901,6 +924,10 @@ static void chat_disconnect(void *ctx, sio_socket *s, const char *reason)
     if (strmap_get(&app->pids, cs->pid, strlen(cs->pid)) == cs)
         strmap_del(&app->pids, cs->pid, strlen(cs->pid));
     sio_set_user(s, NULL);
+    if (cs->busy) {
+        cs->dead = true; /* freed by the sending loop (chat_sock_unbusy) */
+        return;
+    }
     chat_sock_free(cs);
 }
 
