@@ -127,7 +127,7 @@ int64_t chat_order_last(chat_app *app, const char *chat_id);
  * were in its room then). */
 bool chat_order_passed(chat_app *app, const char *chat_id, int64_t seq);
 /* A socket of this node joined a chat whose last seq was last_seq then. */
-void chat_order_seen(chat_app *app, const char *chat_id, int64_t last_seq);
+void chat_order_seen(chat_app *app, const char *room, const char *chat_id, int64_t last_seq);
 /* Delivers message `seq` of a chat in order (may hold it behind a gap). */
 void chat_order_deliver(chat_app *app, const char *room, const char *chat_id, int64_t seq,
                         gw_frame *f);

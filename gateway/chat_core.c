@@ -303,7 +303,7 @@ static void identity_op(chat_app *app, const char *identity, const char *room, b
                         bool pub, const char *chat_id, int64_t last_seq)
 {
     if (join && chat_id && last_seq >= 0)
-        chat_order_seen(app, chat_id, last_seq);
+        chat_order_seen(app, room, chat_id, last_seq);
     struct join_ctx j = {room, join, last_seq >= 0 ? chat_id : NULL, last_seq};
     sio_room_foreach(app->nsp, identity, join_one, &j);
     if (!pub)
@@ -668,7 +668,7 @@ static void on_session_chats(void *ctx, const PGresult *res, const char *err)
         const char *id = PQgetvalue(res, r, 0);
         char *room = chat_room(cs->p.org, id);
         int64_t last = atoll(PQgetvalue(res, r, 2));
-        chat_order_seen(app, id, last);
+        chat_order_seen(app, room, id, last);
         csr_log_seed(&cs->csr, id, last);
         sio_join(s, room);
         free(room);
@@ -719,7 +719,7 @@ static void on_resync(void *ctx, const PGresult *res, const char *err)
                 int64_t last = atoll(PQgetvalue(res, r, 2));
                 csr_log_join(&cs->csr, id, last);
                 int64_t have = csr_log_last(&cs->csr, id);
-                chat_order_seen(cs->app, id, last);
+                chat_order_seen(cs->app, room, id, last);
                 sio_join(cs->s, room);
                 if (chat_order_passed(cs->app, id, have))
                     catchup_add(cs, id, have);

@@ -19,6 +19,11 @@
 #define ORDER_GAP_MS 300
 #define ORDER_TICK_MS 100
 #define ORDER_IDLE_MS 60000
+/* A gap read that fails is retried (every ORDER_GAP_MS) this many times; then the chat's local
+ * readers are cut off (their transports closed): they reconnect and catch up from what they
+ * have, and the order moves on. Skipping the gap at once lost it for good: each socket's log
+ * said it had what followed, so neither recovery nor lastSeq asked for it (found by a review). */
+#define ORDER_GAP_TRIES 10
 
 struct pend {
     int64_t seq;
@@ -35,6 +40,7 @@ struct ochat {
     uint64_t wait_since;
     uint64_t touched;
     bool fetching;
+    int gap_failures; /* reads of the current gap that failed */
 };
 
 static void ochat_free(struct ochat *c);
@@ -86,10 +92,16 @@ static void ochat_free(struct ochat *c)
     free(c);
 }
 
-void chat_order_seen(chat_app *app, const char *chat_id, int64_t last_seq)
+void chat_order_seen(chat_app *app, const char *room, const char *chat_id, int64_t last_seq)
 {
     struct chat_order *o = app->order;
     struct ochat *c = get(o, chat_id, true);
+    /* the room from the start: the idle sweep forgets a chat only when no local socket is in
+     * its room, and without the name it forgot chats whose readers were there but had not
+     * received a message on this node yet (the next message then restarted the order at its
+     * own seq, and a missing one was skipped; found by a review) */
+    if (!c->room && room)
+        c->room = xstrdup(room);
     /* Until this node has delivered a message of the chat, `last` is the
      * lowest point a local socket joined at: joins decided on other nodes
      * arrive late (a customer's J after an agent's observe here), and their
@@ -173,6 +185,34 @@ struct fetch {
     char *chat_id;
 };
 
+struct readers {
+    sio_socket **s;
+    size_t n;
+};
+
+static void collect_reader(void *ctx, sio_socket *s)
+{
+    struct readers *r = ctx;
+    r->s = xrealloc(r->s, (r->n + 1) * sizeof *r->s);
+    sio_socket_ref(s);
+    r->s[r->n++] = s;
+}
+
+/* Closes the transports of the chat's local readers (collected first: closing one changes the
+ * room); they reconnect by themselves and catch up from their own last seq. */
+static void cut_readers(struct chat_order *o, struct ochat *c)
+{
+    struct readers r = {0};
+    if (c->room)
+        sio_room_foreach(o->app->nsp, c->room, collect_reader, &r);
+    for (size_t i = 0; i < r.n; i++) {
+        if (sio_connected(r.s[i]))
+            eio_abort(sio_eio(r.s[i]), "transport close");
+        sio_socket_unref(r.s[i]);
+    }
+    free(r.s);
+}
+
 static void on_gap(void *ctx, const PGresult *res, const char *err)
 {
     struct fetch *fe = ctx;
@@ -199,14 +239,24 @@ static void on_gap(void *ctx, const PGresult *res, const char *err)
                 c->delivered = true;
             }
             buf_free(&b);
+            c->gap_failures = 0;
+        } else if (++c->gap_failures < ORDER_GAP_TRIES) {
+            log_warn("chat order: gap read of %s failed (%d), retrying: %s", c->chat_id,
+                     c->gap_failures, err);
+            c->wait_since = uv_now(o->app->loop); /* on_tick tries again; the rest stays held */
+            goto out;
         } else {
-            log_warn("chat order: gap read of %s failed: %s", c->chat_id, err);
+            log_warn("chat order: gap read of %s failed %d times, its readers reconnect: %s",
+                     c->chat_id, c->gap_failures, err);
+            c->gap_failures = 0;
+            cut_readers(o, c);
         }
         /* whatever the database had, do not hold the rest any longer */
         if (c->n && c->pend[0].seq > c->last + 1)
             c->last = c->pend[0].seq - 1;
         drain(o, c);
     }
+out:
     free(fe->chat_id);
     free(fe);
     maybe_free(o);

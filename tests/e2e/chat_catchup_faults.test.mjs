@@ -6,18 +6,21 @@ import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 import { closeAll } from "./lib.mjs";
-import { SKIP_REASON, startChatd, newOrg, person, chat, uid, closeDb, DB_URL } from "./chatlib.mjs";
+import { SKIP_REASON, startChatd, newOrg, person, chat, uid, sql, closeDb, DB_URL } from "./chatlib.mjs";
 
 const require = createRequire(import.meta.url);
-let A;
+let A, B;
 before(async () => {
   if (SKIP_REASON) return;
-  A = await startChatd("catchup-a", { CHATD_MAX_OUTBOUND_BYTES: "20000", CHATD_RATE_EVENTS_PER_S: "1000" });
+  [A, B] = await Promise.all([
+    startChatd("catchup-a", { CHATD_MAX_OUTBOUND_BYTES: "20000", CHATD_RATE_EVENTS_PER_S: "1000" }),
+    startChatd("catchup-b"),
+  ]);
 });
 after(async () => {
   closeAll();
   await closeDb();
-  if (A) await A.stop(); // fails on a sanitizer report of the server
+  await Promise.all([A, B].filter(Boolean).map((n) => n.stop())); // fails on a sanitizer report
 });
 afterEach(() => closeAll());
 
@@ -67,4 +70,38 @@ test("a catch-up larger than the outbound bound closes the slow socket; the serv
   assert.equal((await fetch(A.url + "/healthz")).status, 200);
   const m = await w.sendOk(chatId, "still here", uid());
   assert.equal(m.seq, 82);
+});
+
+test("a gap read that fails is retried: a message whose publication was lost still reaches every reader, in order", opts, async () => {
+  const org = newOrg();
+  const cust = person(org, "customer");
+  const agent = person(org, "agent");
+  const c = await chat(A.url, { token: cust.token }, { transports: ["websocket"] });
+  const ag = await chat(B.url, { token: agent.token }, { transports: ["websocket"] });
+  const chatId = (await c.sendOk(null, "hello", uid())).chatId;
+  assert.equal((await ag.ack("observe-chat", { chatId })).ok, true);
+  const m2 = await c.sendOk(chatId, "two", uid());
+  await ag.waitMessage(chatId, m2.seq);
+  // seq 3 committed, its publication never sent (a publisher that lost Redis)
+  const [row] = await sql(
+    "SELECT status, seq FROM chat_append_one($1, $2, $3, 'system', NULL, NULL, 'lost publication', NULL, $4, NULL)",
+    ["direct-" + uid(), chatId, uid(), org]);
+  assert.equal(Number(row.seq), 3);
+  await c.sendOk(chatId, "after the lost one", uid()); // seq 4: both nodes now wait for 3
+  const { Client } = require("pg");
+  const locker = new Client({ connectionString: DB_URL });
+  await locker.connect();
+  try {
+    await locker.query("BEGIN");
+    await locker.query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE");
+    // held past a few gap reads (one every 300 ms, each failing after the 500 ms lock timeout):
+    // there is no event to await for "a read failed"
+    await new Promise((r) => setTimeout(r, 1500));
+    await locker.query("COMMIT");
+  } finally {
+    await locker.end().catch(() => {});
+  }
+  for (const s of [c, ag]) await s.waitMessage(chatId, 4, 10000);
+  assert.deepEqual(c.messages(chatId).map((m) => m.seq), [1, 2, 3, 4]);
+  assert.deepEqual(ag.messages(chatId).map((m) => m.seq).filter((q) => q >= 2), [2, 3, 4]);
 });
