@@ -311,6 +311,9 @@ test("a chat opened while Redis is down reaches the customer's tab on the other 
   );
   const next = await tA.sendOk(opened.chatId, "after the outage", uid());
   await tB.waitMessage(opened.chatId, next.seq, 5000);
+  // and the tab on node B has the whole chat, the message of the outage included: the resync
+  // joined it where it had nothing, not at the chat's last seq then
+  assert.deepEqual(tB.messages(opened.chatId).map((m) => m.seq), [1, 2]);
 });
 
 test("a chat row locked by another transaction: its send answers unavailable within the statement timeout and broadcasts nothing; other chats still succeed; after the lock the retry succeeds", opts, async () => {
