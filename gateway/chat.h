@@ -96,6 +96,8 @@ bool chat_app_ready(const chat_app *app);
 /* Redis command connection state changes (wired as redis on_state): after an
  * outage every local socket re-joins the chats it belongs to. */
 void chat_on_redis_state(void *ctx, enum redis_state st, const char *err);
+/* redis_options.on_sub_back: the fan-out subscription was lost alone and is back. */
+void chat_on_fanout_back(void *ctx);
 
 /* ---- helpers shared by the handler files ---------------------------------------- */
 

@@ -746,6 +746,16 @@ static void resync_all(chat_app *app)
     }
 }
 
+/* The fan-out subscription is back after a loss of its own: what was published meanwhile never
+ * arrived here (identity-wide joins, events), so the sockets are re-joined as after an outage
+ * (found by a review: `CLIENT KILL TYPE pubsub` left a tab out of a new chat for good). */
+void chat_on_fanout_back(void *ctx)
+{
+    chat_app *app = ctx;
+    log_info("chat: fan-out subscription back: re-joining this node's sockets to their chats");
+    resync_all(app);
+}
+
 void chat_on_redis_state(void *ctx, enum redis_state st, const char *err)
 {
     chat_app *app = ctx;

@@ -127,6 +127,7 @@ static int setup_serve(struct server *srv, chatd_config *cfg)
     ro.on_message = chat_on_fanout;
     ro.message_ctx = srv->chat;
     ro.on_state = chat_on_redis_state;
+    ro.on_sub_back = chat_on_fanout_back;
     ro.state_ctx = srv->chat;
     srv->redis = redis_new(srv->loop, &ro);
     if (!srv->redis) {

@@ -47,6 +47,7 @@ typedef struct rconn {
     bool init_failed;
     bool dropping;         /* inside conn_drop: on_disconnect must not reschedule */
     bool quiet;            /* a failure was logged since the last READY: log at debug */
+    bool was_ready;        /* READY at least once */
     const char *fail_reason;
     char ip[64];
 } rconn;
@@ -83,6 +84,7 @@ struct redis_client {
     int connect_timeout_ms, command_timeout_ms, backoff_min_ms, backoff_max_ms;
     redis_state_cb on_state;
     void *state_ctx;
+    void (*on_sub_back)(void *ctx);
     redis_message_cb on_message;
     void *message_ctx;
 
@@ -494,6 +496,11 @@ static void conn_set_state(rconn *c, enum redis_state st, const char *err)
     redis_client *r = c->r;
     if (!c->is_sub && r->on_state && (st == RDS_READY || st == RDS_BACKOFF))
         r->on_state(r->state_ctx, st, err);
+    if (c->is_sub && st == RDS_READY) {
+        if (c->was_ready && r->on_sub_back)
+            r->on_sub_back(r->state_ctx);
+        c->was_ready = true;
+    }
 }
 
 static void init_done_one(rconn *c)
@@ -992,6 +999,7 @@ redis_client *redis_new(uv_loop_t *loop, const redis_options *opt)
         r->backoff_max_ms = r->backoff_min_ms;
     r->on_state = opt->on_state;
     r->state_ctx = opt->state_ctx;
+    r->on_sub_back = opt->on_sub_back;
     r->on_message = opt->on_message;
     r->message_ctx = opt->message_ctx;
     if (r->load_scripts) {

@@ -82,8 +82,12 @@ typedef struct redis_options {
     int command_timeout_ms;   /* 0: 5000 */
     int backoff_min_ms;       /* 0: 100 */
     int backoff_max_ms;       /* 0: 5000 */
-    redis_state_cb on_state;
+    redis_state_cb on_state;  /* the command connection's state (ready / backoff) */
     void *state_ctx;
+    /* The subscriber connection is back after it was lost (not its first start): publications
+     * of the gap never arrived. It can be lost alone (a pub/sub output buffer limit, a proxy),
+     * with on_state saying nothing. Gets state_ctx. */
+    void (*on_sub_back)(void *ctx);
     redis_message_cb on_message;
     void *message_ctx;
 } redis_options;

@@ -15,7 +15,7 @@ import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 import { closeAll } from "./lib.mjs";
-import { SKIP_REASON, SERVICES_DIR, DB_URL, startChatd, newOrg, person, chat, uid, rest, sql, closeDb, services, httpStatus, waitUntil } from "./chatlib.mjs";
+import { SKIP_REASON, SERVICES_DIR, DB_URL, REDIS_URL, startChatd, newOrg, person, chat, uid, rest, sql, closeDb, services, httpStatus, waitUntil } from "./chatlib.mjs";
 
 const SKIP = SKIP_REASON || (!SERVICES_DIR && "TEST_SERVICES_DIR unset: the fault tests stop and start the services of tests/services.sh");
 const seqs = (msgs) => msgs.map((m) => m.seq);
@@ -313,6 +313,29 @@ test("a chat opened while Redis is down reaches the customer's tab on the other 
   await tB.waitMessage(opened.chatId, next.seq, 5000);
   // and the tab on node B has the whole chat, the message of the outage included: the resync
   // joined it where it had nothing, not at the chat's last seq then
+  assert.deepEqual(tB.messages(opened.chatId).map((m) => m.seq), [1, 2]);
+});
+
+test("the fan-out subscription lost alone (CLIENT KILL TYPE pubsub): once it is back, a chat opened meanwhile reaches the customer's tab on the other node, whole", opts, async () => {
+  const org = newOrg();
+  const cust = person(org, "customer");
+  const tA = await chat(A.url, { token: cust.token }, { transports: ["websocket"] });
+  const tB = await chat(B.url, { token: cust.token }, { transports: ["websocket"] });
+  const { createClient } = createRequire(import.meta.url)("redis");
+  const admin = createClient({ url: REDIS_URL });
+  await admin.connect();
+  try {
+    // as Redis does for a subscriber over its output buffer limit, or a proxy that restarts
+    await admin.sendCommand(["CLIENT", "KILL", "TYPE", "pubsub"]);
+  } finally {
+    await admin.quit().catch(() => {});
+  }
+  const opened = await tA.sendOk(null, "opened while node B's subscription was down", uid());
+  // the identity-wide join was published while B could not hear it: B re-joins its sockets
+  // when its subscription is back, and the tab catches up what it missed
+  await tB.waitMessage(opened.chatId, 1, 10000);
+  const next = await tA.sendOk(opened.chatId, "after", uid());
+  await tB.waitMessage(opened.chatId, next.seq, 5000);
   assert.deepEqual(tB.messages(opened.chatId).map((m) => m.seq), [1, 2]);
 });
 
