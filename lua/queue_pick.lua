@@ -37,46 +37,32 @@ for _, sk in ipairs(mine) do
         if ok then cands[#cands + 1] = sig end
     end
 end
--- The best entry, skipping (and dropping) entries that must not be picked: an index entry
--- without its queue entry, or the entry of a chat an agent already holds (its assign: record
--- exists). The latter happens when a rebuild re-enqueues a chat it read as queued just before
--- it was picked; picking it again gave two agents one chat, and the release of the second
--- deleted the first one's record, so the first one's capacity was never given back.
-local function best_head()
-    local best_member, best_score, best_sig
-    local i = 1
-    while i <= #cands do
-        local chunk = {}
-        for j = i, math.min(i + 499, #cands) do chunk[#chunk + 1] = cands[j] end
-        local heads = redis.call('HMGET', prefix .. 'qhead', unpack(chunk))
-        for j = 1, #chunk do
-            local sc, m = head_parse(heads[j])
-            if sc ~= nil and (best_score == nil or sc < best_score or (sc == best_score and m < best_member)) then
-                best_member, best_score, best_sig = m, sc, chunk[j]
-            end
+local best_member, best_score, best_sig
+local i = 1
+while i <= #cands do
+    local chunk = {}
+    for j = i, math.min(i + 499, #cands) do chunk[#chunk + 1] = cands[j] end
+    local heads = redis.call('HMGET', prefix .. 'qhead', unpack(chunk))
+    for j = 1, #chunk do
+        local sc, m = head_parse(heads[j])
+        if sc ~= nil and (best_score == nil or sc < best_score or (sc == best_score and m < best_member)) then
+            best_member, best_score, best_sig = m, sc, chunk[j]
         end
-        i = i + 500
     end
-    return best_member, best_sig
+    i = i + 500
 end
+if best_member == nil then return {'empty', load, max} end
 
-local chat, e
-for _ = 1, 16 do
-    local best_member, best_sig = best_head()
-    if best_member == nil then return {'empty', load, max} end
-    chat = member_chat(best_member)
-    e = queue_remove(prefix, KEYS[1], KEYS[2], chat)
-    if e == nil then
-        redis.call('ZREM', KEYS[1], best_member)
-        redis.call('ZREM', sig_key(prefix, best_sig), best_member)
-        head_refresh(prefix, best_sig)
-    elseif redis.call('EXISTS', prefix .. 'assign:' .. chat) == 1 then
-        e = nil -- removed from the queue above; its holder keeps it
-    else
-        break
-    end
+local chat = member_chat(best_member)
+local e = queue_remove(prefix, KEYS[1], KEYS[2], chat)
+if e == nil then
+    -- index pointed at a chat without an entry: drop it and report empty;
+    -- the caller may simply retry.
+    redis.call('ZREM', KEYS[1], best_member)
+    redis.call('ZREM', sig_key(prefix, best_sig), best_member)
+    head_refresh(prefix, best_sig)
+    return {'empty', load, max}
 end
-if e == nil then return {'empty', load, max} end -- 16 stale entries in a row: the caller retries
 load = redis.call('HINCRBY', KEYS[3], agent, 1)
 local now = now_ms()
 redis.call('HSET', prefix .. 'assign:' .. chat, 'agent', agent, 'assignedAt', fmt_int(now),

@@ -283,37 +283,6 @@ static void test_equal_priorities_fifo(void **state)
     }
 }
 
-/* A stale entry of a chat an agent holds (a rebuild re-enqueued it from a PostgreSQL read
- * taken just before the pick) is dropped by the next pick, never given to a second agent: two
- * agents held one chat, and releasing the second's deleted the first's record (its load then
- * never came down). */
-static void test_pick_skips_held_chat(void **state)
-{
-    new_org("held");
-    enqueue("c1", 5, "", 0);
-    expect_pick("x", 3, "", "c1");
-    enqueue("c1", 5, "", 0); /* stale: c1 is x's */
-    enqueue("c2", 0, "", 0);
-    expect_pick("y", 3, "", "c2"); /* c1 ranks first, but is held */
-    expect_pick("y", 3, "", NULL);
-    assert_int_equal(hget_ll("agentload", "x"), 1);
-    assert_int_equal(hget_ll("agentload", "y"), 1);
-    buf_t k;
-    buf_init(&k);
-    rk_key(&k, org, "assign:c1");
-    redisReply *r = redisCommand(rc, "HGET %s agent", k.data);
-    buf_free(&k);
-    assert_int_equal(r->type, REDIS_REPLY_STRING);
-    assert_string_equal(r->str, "x");
-    freeReplyObject(r);
-    buf_init(&k);
-    rk_key(&k, org, "queue");
-    r = redisCommand(rc, "ZCARD %s", k.data);
-    buf_free(&k);
-    assert_int_equal(r->integer, 0); /* the stale entry is gone */
-    freeReplyObject(r);
-}
-
 static long long untransfer(const char *chat, const char *from, const char *target)
 {
     assert_int_equal(q_build_untransfer(&A, org, chat, from, target), RK_OK);
@@ -834,7 +803,6 @@ int main(void)
         cmocka_unit_test(test_capacity_full),
         cmocka_unit_test(test_equal_priorities_fifo),
         cmocka_unit_test(test_duplicate_enqueue),
-        cmocka_unit_test(test_pick_skips_held_chat),
         cmocka_unit_test(test_untransfer),
         cmocka_unit_test(test_priority_then_fifo),
         cmocka_unit_test(test_transfer_to_skills),
