@@ -446,21 +446,18 @@ static void reject(sio_socket *s, const char *code)
     buf_free(&b);
 }
 
-/* Ends a sending loop (see chat_sock.busy); frees cs if the socket died meanwhile. Returns
- * false then: cs is gone. */
-static bool chat_sock_unbusy(chat_sock *cs)
+/* Ends a sending section (see chat_sock.busy); frees cs if the socket died meanwhile. */
+static void chat_sock_unbusy(chat_sock *cs)
 {
-    if (--cs->busy > 0 || !cs->dead)
-        return true;
-    chat_sock_free(cs);
-    return false;
+    if (--cs->busy == 0 && cs->dead)
+        chat_sock_free(cs);
 }
 
-/* Releases held live messages: those newer than what the socket has now. cs may be gone
- * after it (returns false). */
-static bool release_held(chat_sock *cs)
+/* Releases held live messages: those newer than what the socket has now. Runs inside
+ * on_catchup's busy section: a send that closes the socket marks cs dead, and the rest is only
+ * freed. */
+static void release_held(chat_sock *cs)
 {
-    cs->busy++;
     for (size_t i = 0; i < cs->nheld; i++) {
         struct held_msg *h = &cs->held[i];
         if (!cs->dead && h->seq > csr_log_last(&cs->csr, h->chat_id) &&
@@ -471,7 +468,6 @@ static bool release_held(chat_sock *cs)
     }
     cs->nheld = 0;
     cs->catching_up = false;
-    return chat_sock_unbusy(cs);
 }
 
 /* ---- catch-up -------------------------------------------------------------------------

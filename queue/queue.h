@@ -101,13 +101,13 @@ enum rk_status q_build_snapshot(rk_argv *a, const char *org, int default_aht_s, 
 enum rk_status q_build_release(rk_argv *a, const char *org, const char *chat_id, bool close,
                                int default_aht_s, const char *const *timer_kinds, int nkinds);
 
-/* Rebuild after a Redis loss: records that chat_id is assigned to agent_id
- * (from PostgreSQL) and counts it in the agent's load, unless Redis already
- * knows the assignment. max_chats < 0 = unknown. */
 /* Undo of a transfer to an agent that PostgreSQL did not take (queue_untransfer.lua): only
  * while chat_id is still assigned to target in Redis. Reply: integer 1 undone, 0 nothing to do. */
 enum rk_status q_build_untransfer(rk_argv *a, const char *org, const char *chat_id,
                                  const char *from_agent, const char *target);
+/* Rebuild after a Redis loss: records that chat_id is assigned to agent_id
+ * (from PostgreSQL) and counts it in the agent's load, unless Redis already
+ * knows the assignment. max_chats < 0 = unknown. */
 enum rk_status q_build_restore(rk_argv *a, const char *org, const char *chat_id,
                                const char *agent_id, long long assigned_at_ms, int priority,
                                long long enqueued_at_ms, const char *skills_csv, int max_chats);

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "store/pg_route.h"
@@ -458,39 +459,50 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     pg_conn *c = req->data;
     pg_client *pg = c->pg;
     c->resolving = false;
-    /* every address, in the resolver's order (libpq tries them in turn, as it would have):
-     * "localhost" may give ::1 first while the server listens on 127.0.0.1 only */
-    char addrs[4 * 48] = "", hosts[4 * 260] = "";
-    int n = 0;
-    for (struct addrinfo *a = status == 0 ? res : NULL; a && n < 4; a = a->ai_next) {
-        char ip[48] = "";
-        if (a->ai_family == AF_INET)
-            uv_ip4_name((struct sockaddr_in *)a->ai_addr, ip, sizeof ip);
-        else if (a->ai_family == AF_INET6)
-            uv_ip6_name((struct sockaddr_in6 *)a->ai_addr, ip, sizeof ip);
-        if (!ip[0] || strstr(addrs, ip))
-            continue;
-        size_t al = strlen(addrs), hl = strlen(hosts);
-        snprintf(addrs + al, sizeof addrs - al, "%s%s", n ? "," : "", ip);
-        snprintf(hosts + hl, sizeof hosts - hl, "%s%s", n ? "," : "", pg->resolve_host);
-        n++;
-    }
-    uv_freeaddrinfo(res);
     if (pg->closing) {
+        uv_freeaddrinfo(res);
         client_release(pg);
         return;
     }
     pg->open_handles--;
-    if (c->state != CONN_CONNECTING || c->conn)
-        return; /* timed out meanwhile: the next attempt starts its own lookup */
-    if (!n) {
+    if (c->state != CONN_CONNECTING || c->conn) {
+        uv_freeaddrinfo(res); /* timed out meanwhile: the next attempt starts its own lookup */
+        return;
+    }
+    /* every address, in the resolver's order (libpq tries them in turn, as it would have):
+     * "localhost" may give ::1 first while the server listens on 127.0.0.1 only */
+    buf_t addrs, hosts;
+    buf_init(&addrs);
+    buf_init(&hosts);
+    char seen[4][48];
+    int n = 0;
+    for (struct addrinfo *a = status == 0 ? res : NULL; a && n < 4; a = a->ai_next) {
+        char *ip = seen[n];
+        ip[0] = '\0';
+        if (a->ai_family == AF_INET)
+            uv_ip4_name((struct sockaddr_in *)a->ai_addr, ip, sizeof seen[n]);
+        else if (a->ai_family == AF_INET6)
+            uv_ip6_name((struct sockaddr_in6 *)a->ai_addr, ip, sizeof seen[n]);
+        bool dup = !ip[0];
+        for (int k = 0; k < n && !dup; k++)
+            dup = strcmp(seen[k], ip) == 0; /* one entry per socket type and protocol */
+        if (dup)
+            continue;
+        buf_printf(&addrs, "%s%s", n ? "," : "", ip);
+        buf_printf(&hosts, "%s%s", n ? "," : "", pg->resolve_host);
+        n++;
+    }
+    uv_freeaddrinfo(res);
+    if (n) {
+        conn_connect_to(c, hosts.data, addrs.data);
+    } else {
         char why[320];
         snprintf(why, sizeof why, "cannot resolve %s: %s", pg->resolve_host,
                  status ? uv_strerror(status) : "no address");
         conn_fail(c, why);
-        return;
     }
-    conn_connect_to(c, hosts, addrs);
+    buf_free(&hosts);
+    buf_free(&addrs);
 }
 
 /* hosts/hostaddrs: the resolved addresses of pg->resolve_host (a list each, the name once per

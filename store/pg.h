@@ -13,7 +13,11 @@
  * keys are spread over now, or the next connection that is up while the home is down. That
  * spread adapts to how long combinable queries wait (pg_spread in pg_route.h): one connection
  * at low rates, so that group commit makes bigger and cheaper combined calls, more as waits
- * grow.
+ * grow. A key's query is not pipelined behind its own in-flight query of an earlier group: that
+ * group may fail and be re-run, and the later query would overtake it.
+ *
+ * Connecting: a host name in conninfo is resolved with uv_getaddrinfo (libpq's own lookup would
+ * block the loop) and every address is tried in turn.
  *
  * Failure: a connection that dies fails all its queries with res == NULL and err set
  * ("unavailable: ..."), then reconnects by itself with exponential backoff (100 ms .. 5 s, with

@@ -36,9 +36,6 @@ static void check_principal(const auth_keys *k, const auth_principal *p, const c
     if (!id_claim_ok(p->org, AUTH_MAX_ORG) || !id_claim_ok(p->sub, AUTH_MAX_ID) ||
         (p->email && !id_claim_ok(p->email, AUTH_MAX_ID)))
         abort();
-    for (size_t i = 0; i < p->nskills; i++)
-        if (!id_claim_ok(p->skills[i], AUTH_MAX_ORG))
-            abort();
     const char *want_key = p->role == AUTH_ROLE_CUSTOMER && p->email ? p->email : p->sub;
     if (strcmp(p->key, want_key) != 0)
         abort();
@@ -49,7 +46,7 @@ static void check_principal(const auth_keys *k, const auth_principal *p, const c
     if (p->nskills && !p->skills)
         abort();
     for (size_t i = 0; i < p->nskills; i++)
-        if (!p->skills[i] || !*p->skills[i])
+        if (!p->skills[i] || !*p->skills[i] || !id_claim_ok(p->skills[i], AUTH_MAX_ORG))
             abort();
 }
 
